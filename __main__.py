@@ -1,0 +1,3 @@
+from tuneform.program import main
+
+main()

@@ -1,0 +1,117 @@
+"""The backend protocol: what a target (local | vertex) must do for tuneform's Pulumi resources.
+
+Providers in ``tuneform.resources`` are thin: each CRUD method is one or two calls here. Backends are built inside
+provider methods (never pickled) from plain settings, so they may hold clients, threads and open files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Progress = Callable[[str], None]
+"""Receives one human-readable progress line (step, epoch, loss, ETA...). Providers print it to stderr."""
+
+
+class BackendError(Exception):
+    """A target refused or failed an operation; the message is shown to the user as is."""
+
+
+class TuningFailed(BackendError):
+    """A tuning job reached a terminal state other than success."""
+
+    def __init__(self, message: str, job_id: str, state: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.state = state
+
+
+@dataclass(frozen=True)
+class DatasetArtifact:
+    """A converted (Gemini-format) JSONL stored content-addressed on the target."""
+
+    sha256: str
+    uri: str
+    """Local store path or ``gs://<bucket>/datasets/<sha256>.jsonl``."""
+    examples: int
+    tokens: int
+    """Token total of one pass (exact with a local tokenizer, else the documented high estimate)."""
+
+
+@dataclass(frozen=True)
+class TuningRequest:
+    name: str
+    """``metadata.name``: the registry model that versions accumulate under."""
+    spec_hash: str
+    """Identity of this run (training inputs + dataset hash); used to adopt a run that already exists."""
+    base_model: str
+    mode: str
+    adapter_size: int | None
+    hyperparameters: dict[str, Any]
+    train: DatasetArtifact
+    validation: DatasetArtifact | None
+    description: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    lora: dict[str, Any] | None = None
+    adopt: str | None = None
+    """A job resource name to bring under management instead of creating one."""
+
+
+@dataclass(frozen=True)
+class TuningOutcome:
+    job_id: str
+    state: str
+    """Terminal or current state name, e.g. ``SUCCEEDED``, ``RUNNING``."""
+    model: str
+    """Versioned model name: ``projects/.../models/ID@N`` on Vertex, ``<name>@N`` locally."""
+    version: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    endpoint: str | None = None
+    reused: bool = False
+    """True when no new training ran (adopted job, or an identical earlier version)."""
+
+
+@dataclass(frozen=True)
+class EndpointRequest:
+    name: str
+    model: str
+    """The tuned model (unversioned registry name)."""
+    traffic: dict[int, int]
+    """Model version -> percent; sums to 100."""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    endpoint_id: str
+    url: str
+    traffic: dict[int, int]
+    healthy: bool
+    api_key: str | None = None
+
+
+class Backend(Protocol):
+    target: str
+
+    def store_dataset(self, converted_path: str, sha256: str, examples: int, tokens: int) -> DatasetArtifact: ...
+
+    def dataset_present(self, artifact: DatasetArtifact) -> bool: ...
+
+    def tune(self, request: TuningRequest, progress: Progress) -> TuningOutcome:
+        """Create (or adopt, or reuse) a tuning run and wait for a terminal state; raise ``TuningFailed``."""
+        ...
+
+    def tuning_status(self, job_id: str) -> TuningOutcome | None:
+        """Current view of a run for ``pulumi refresh``; ``None`` when it no longer exists."""
+        ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+    def update_metadata(self, job_id: str, description: str, labels: dict[str, str]) -> None: ...
+
+    def deploy(self, request: EndpointRequest, existing: str | None, progress: Progress) -> EndpointState: ...
+
+    def endpoint_status(self, endpoint_id: str) -> EndpointState | None: ...
+
+    def undeploy(self, endpoint_id: str) -> None: ...
