@@ -1,0 +1,317 @@
+"""The ``tuneform`` command: ``validate`` specs and datasets, ``plan`` what would be tuned, list ``models``.
+
+A user's mistake is printed as ``file:line:col: field: expected ..., got .... fix`` lines and exit status 1; only an
+unexpected exception (a tuneform bug) prints an internal-error line, and never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from tuneform import catalogue
+from tuneform.catalogue import Split
+from tuneform.spec.errors import SpecErrors
+from tuneform.spec.loader import SPEC_DIR, find_repo_root, find_spec_files, load_specs, resolve
+from tuneform.spec.model import TARGETS, ResolvedSpec, Target, TunedModelDocument
+from tuneform.spec.plan import build_plan, render_markdown, render_text
+from tuneform.spec.schema import SCHEMA_FILE
+from tuneform.spec.source import display_name
+
+__all__ = ["Validation", "main", "run_validation"]
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_INTERNAL = 2
+
+
+class _NoSpecDirectory(Exception):
+    """``tuneform`` ran without paths outside a repository that has a ``tuning_specs/`` directory."""
+
+
+def _spec_files(paths: Sequence[str]) -> list[Path]:
+    if not paths:
+        root = find_repo_root(Path.cwd())
+        if not (root / SPEC_DIR).is_dir():
+            raise _NoSpecDirectory(
+                f"tuneform: expected a {SPEC_DIR}/ directory in {root}, got none. Run tuneform from "
+                "the repository, or name spec files or directories: `tuneform validate path/to/spec.yaml`."
+            )
+        return find_spec_files(root)
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        files.extend(find_spec_files(path) if path.is_dir() else [path])
+    return files
+
+
+Pair = tuple[TunedModelDocument, ResolvedSpec]
+
+
+def _selected(docs: Iterable[TunedModelDocument], target: str) -> tuple[list[Pair], list[Any]]:
+    """The (document, resolved spec) pairs to check; a strict target that a spec cannot run on is a problem."""
+    pairs: list[Pair] = []
+    problems: list[Any] = []
+    for doc in docs:
+        if target == "any":
+            pairs.extend((doc, spec) for spec in doc.resolved.values())
+            continue
+        names: tuple[Target, ...] = TARGETS if target == "all" else (cast(Target, target),)
+        for name in names:
+            try:
+                pairs.append((doc, resolve(doc, name)))
+            except SpecErrors as errors:
+                problems.extend(errors.problems)
+    return pairs, problems
+
+
+def _tokenizer_source(spec: ResolvedSpec) -> Path | None:
+    """Where the base model's own tokenizer is on this machine (local models only), for exact token counts."""
+    if spec.target != "local":
+        return None
+    found = catalogue.local_file(spec.base_model)
+    if found is not None:
+        return found
+    path = Path(spec.base_model)
+    return path if path.is_absolute() and path.exists() else None
+
+
+def _check_datasets(
+    pairs: Sequence[Pair], progress: Callable[[str], None] | None, *, exact_tokens: bool = False
+) -> tuple[dict[str, Any], list[Any]]:
+    """Run the streaming dataset checks on every local dataset file, once per file, format and limits.
+
+    Args:
+        pairs: The resolved specs whose datasets to check.
+        progress: Receives one line per step.
+        exact_tokens: Count tokens with the base model's own tokenizer where it is on this machine (local models;
+            loading a GGUF vocabulary takes seconds), instead of the documented high estimate.
+
+    Returns:
+        Summaries keyed by absolute path, and the problems (Problem-like objects whose ``str`` is one line).
+    """
+    say = progress or (lambda _line: None)
+    try:
+        from tuneform.datasets.check import DatasetLimits, check_dataset
+    except ImportError:
+        say("dataset checks skipped: tuneform.datasets.check is not installed")
+        return {}, []
+    summaries: dict[str, Any] = {}
+    problems: list[Any] = []
+    done: set[tuple[str, str, Any, Path | None]] = set()
+    counters: dict[Path, Any] = {}
+    for _doc, spec in pairs:
+        info = catalogue.get(spec.base_model) or catalogue.local_path_info(spec.base_model)
+        source = _tokenizer_source(spec) if exact_tokens else None
+        if source is not None and source not in counters:
+            from tuneform.datasets.tokens import tokenizer_counter
+
+            say(f"loading the tokenizer of {spec.base_model} for exact token counts")
+            counters[source] = tokenizer_counter(source)
+        splits: tuple[tuple[Split, str | None], ...] = (
+            ("train", spec.dataset.train_path),
+            ("validation", spec.dataset.validation_path),
+        )
+        for split, path in splits:
+            if path is None:
+                continue
+            limits = catalogue.limits_for(info, split)
+            key = (path, spec.dataset.format, limits, source)
+            if key in done:
+                continue
+            done.add(key)
+            shown = display_name(Path(path))
+            say(f"checking {shown} ({split} set for {spec.base_model})")
+            summary, found = check_dataset(
+                path,
+                format=spec.dataset.format,
+                limits=DatasetLimits(**asdict(limits)),
+                count_tokens=counters.get(source) if source is not None else None,
+                display_path=shown,
+                progress=say,
+            )
+            summaries[path] = summary
+            problems.extend(found)
+    return summaries, problems
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Validation is the outcome of ``run_validation``: what ``tuneform validate`` prints."""
+
+    docs: list[TunedModelDocument]
+    problems: list[Any]
+    """Spec ``Problem``s and dataset problems; each ``str`` is one ``file:line:col: path: message`` line."""
+    summaries: dict[str, Any]
+    """Dataset summaries keyed by absolute path."""
+    datasets: int
+    """How many distinct local dataset files were checked."""
+
+
+def run_validation(
+    paths: Sequence[str | Path],
+    *,
+    target: str = "any",
+    repo_root: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Validation:
+    """Validate spec files and the local datasets they name, collecting every problem.
+
+    Args:
+        paths: Spec files (see ``find_spec_files``).
+        target: ``local`` or ``vertex`` (every spec must run there), ``all`` (both), or ``any`` (each spec on the
+            targets its base model runs on).
+        repo_root: The repository root dataset paths must stay inside (default: found per file).
+        progress: Receives one line per dataset checked.
+
+    Returns:
+        The loaded documents (empty when a spec is invalid), the problems and the dataset summaries.
+    """
+    try:
+        docs = load_specs(paths, repo_root=repo_root)
+    except SpecErrors as errors:
+        return Validation([], list(errors.problems), {}, 0)
+    pairs, problems = _selected(docs, target)
+    summaries, dataset_problems = _check_datasets(pairs, progress)
+    problems.extend(dataset_problems)
+    datasets = {path for _, spec in pairs for path in (spec.dataset.train_path, spec.dataset.validation_path) if path}
+    return Validation(docs, problems, summaries, len(datasets))
+
+
+def _stderr(line: str) -> None:
+    print(f"tuneform: {line}", file=sys.stderr)
+
+
+def _print_problems(problems: Sequence[Any]) -> None:
+    lines = list(dict.fromkeys(str(problem) for problem in problems))
+    files = {line.split(":", 1)[0] for line in lines}
+    noun = "problem" if len(lines) == 1 else "problems"
+    where = "1 file" if len(files) == 1 else f"{len(files)} files"
+    print(f"{len(lines)} {noun} in {where}:", file=sys.stderr)
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    result = run_validation(_spec_files(args.paths), target=args.target, progress=_stderr)
+    if result.problems:
+        _print_problems(result.problems)
+        return EXIT_PROBLEMS
+    noun = "spec" if len(result.docs) == 1 else "specs"
+    print(f"ok: {len(result.docs)} {noun}, {result.datasets} datasets")
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    target: Target = args.target
+    try:
+        docs = load_specs(_spec_files(args.paths))
+    except SpecErrors as errors:
+        _print_problems(errors.problems)
+        return EXIT_PROBLEMS
+    pairs = [(doc, doc.resolved[target]) for doc in docs if target in doc.resolved]
+    summaries, problems = _check_datasets(pairs, _stderr, exact_tokens=args.exact_tokens)
+    if problems:
+        _print_problems(problems)
+        return EXIT_PROBLEMS
+    plan = build_plan(docs, target, summaries)
+    render = render_markdown if args.format == "markdown" else render_text
+    sys.stdout.write(render(plan))
+    return EXIT_OK
+
+
+def _models(args: argparse.Namespace) -> int:
+    for info in catalogue.all_models().values():
+        if args.target and info.provider != args.target:
+            continue
+        modes = "/".join(info.modes)
+        sizes = ",".join(map(str, info.adapter_sizes)) or "-"
+        print(f"{info.id:<45} {info.provider:<7} modes={modes:<13} adapterSizes={sizes:<16} {info.learning_rate_knob}")
+    return EXIT_OK
+
+
+def _schema(_: argparse.Namespace) -> int:
+    from importlib import resources
+
+    sys.stdout.write(resources.files("tuneform.spec").joinpath(SCHEMA_FILE).read_text("utf-8"))
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuneform", description="Tuned models declared as code.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check spec files and their datasets; exit 1 with every problem",
+        description="Check tuning specs (default: every file under tuning_specs/) and their local datasets.",
+    )
+    validate.add_argument("paths", nargs="*", help="spec files or directories (default: tuning_specs/)")
+    validate.add_argument(
+        "--target",
+        choices=["local", "vertex", "all", "any"],
+        default="any",
+        help="check for one target, for both (all), or for whichever targets each spec can run on (any, default)",
+    )
+    validate.set_defaults(run=_validate)
+
+    plan = commands.add_parser(
+        "plan",
+        help="show what would be tuned: examples, training tokens, estimated cost",
+        description="Per tuned model: base model, mode, examples, tokens per epoch, epochs, training tokens, cost.",
+    )
+    plan.add_argument("paths", nargs="*", help="spec files or directories (default: tuning_specs/)")
+    plan.add_argument("--target", choices=list(TARGETS), default="local", help="target to plan for (default: local)")
+    plan.add_argument("--format", choices=["text", "markdown"], default="text", help="output format (default: text)")
+    plan.add_argument(
+        "--exact-tokens",
+        action="store_true",
+        help="count tokens with the base model's own tokenizer where it is on this machine (local target; slower)",
+    )
+    plan.set_defaults(run=_plan)
+
+    models = commands.add_parser("models", help="list the model catalogue")
+    models.add_argument("--target", choices=list(TARGETS), help="only models that run on this target")
+    models.set_defaults(run=_models)
+
+    schema = commands.add_parser("schema", help="print the tuneform/v1 JSON Schema")
+    schema.set_defaults(run=_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tuneform`` command line.
+
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 ok, 1 problems found, 2 internal error (argparse uses 2 for usage errors too).
+    """
+    args = _parser().parse_args(argv)
+    try:
+        status: int = args.run(args)
+    except _NoSpecDirectory as error:
+        print(error, file=sys.stderr)
+        return EXIT_PROBLEMS
+    except KeyboardInterrupt:
+        print("tuneform: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as error:  # noqa: BLE001 - the last line of defence: a user never sees a traceback
+        print(
+            f"tuneform: internal error: {type(error).__name__}: {error}. This is a bug in tuneform, not in your "
+            "spec; please report it with the command you ran.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,581 @@
+"""Load tuning specs: YAML -> schema check -> per-target resolution -> catalogue-driven cross-field rules.
+
+Public API (used by the Pulumi program and the CLI): ``find_spec_files``, ``load_specs`` and ``resolve``. Every
+user mistake becomes a ``Problem``; all problems of all files are raised together in one ``SpecErrors``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuneform import catalogue
+from tuneform.catalogue import ModelInfo
+from tuneform.spec.errors import Problem, SpecErrors
+from tuneform.spec.model import (
+    TARGETS,
+    DatasetSpec,
+    EndpointSpec,
+    Hyperparameters,
+    Location,
+    LoraSpec,
+    ResolvedSpec,
+    Target,
+    TunedModelDocument,
+)
+from tuneform.spec.schema import got, sanitized, schema_problems, yaml_inline
+from tuneform.spec.source import FieldPath, SourceDocument, display_name, read_documents
+
+__all__ = ["LoadedDocument", "find_repo_root", "find_spec_files", "load_specs", "resolve"]
+
+SPEC_DIR = "tuning_specs"
+_LR_KNOBS = ("learningRate", "learningRateMultiplier")
+_GS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]/[^\s]+$")
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+@dataclass(frozen=True)
+class LoadedDocument(TunedModelDocument):
+    """A ``TunedModelDocument`` that also remembers why it cannot run on some targets (for ``resolve``)."""
+
+    unavailable: dict[str, Problem] = field(default_factory=dict)
+    """Target -> the problem that ``resolve(doc, target)`` raises."""
+
+
+def find_spec_files(root: str | Path) -> list[Path]:
+    """Every spec file of a repository: ``*.yaml``/``*.yml`` under ``tuning_specs/``, except below ``datasets/``.
+
+    Args:
+        root: The repository root, or the ``tuning_specs`` directory itself.
+
+    Returns:
+        The files, sorted.
+    """
+    base = Path(root)
+    if (base / SPEC_DIR).is_dir():
+        base = base / SPEC_DIR
+    found = [
+        path
+        for path in base.rglob("*")
+        if path.suffix in (".yaml", ".yml") and path.is_file() and "datasets" not in path.relative_to(base).parts
+    ]
+    return sorted(found)
+
+
+def find_repo_root(start: Path) -> Path:
+    """The repository root for a spec file: the nearest parent with ``Pulumi.yaml``, else with ``.git``.
+
+    Args:
+        start: A spec file or directory.
+
+    Returns:
+        The root; the spec file's own directory when no parent qualifies.
+    """
+    start = start.absolute()
+    base = start if start.is_dir() else start.parent
+    for marker in ("Pulumi.yaml", ".git"):
+        for parent in (base, *base.parents):
+            if (parent / marker).exists():
+                return parent
+    return base
+
+
+def _walk_paths(value: Any, prefix: FieldPath) -> list[FieldPath]:
+    paths = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            paths.extend(_walk_paths(child, (*prefix, key)))
+    return paths
+
+
+def _merge(
+    base: dict[str, Any], override: dict[str, Any], base_at: FieldPath, over_at: FieldPath
+) -> tuple[dict[str, Any], dict[FieldPath, FieldPath]]:
+    """Deep-merge ``override`` over ``base`` and remember where each merged value was written.
+
+    Mappings merge, scalars and lists replace. Within ``hyperparameters`` an override that names one learning-rate
+    knob drops the other, because a target override usually swaps a Gemini model for an open one.
+    """
+    merged: dict[str, Any] = {}
+    origin: dict[FieldPath, FieldPath] = {(): base_at}
+    for key, value in base.items():
+        if key == "targets":
+            continue
+        merged[key] = copy.deepcopy(value)
+        for sub in _walk_paths(value, (key,)):
+            origin[sub] = base_at + sub
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            inner, inner_origin = _merge(merged[key], value, base_at + (key,), over_at + (key,))
+            if key == "hyperparameters":
+                for knob, other in (_LR_KNOBS, _LR_KNOBS[::-1]):
+                    if knob in value and other not in value:
+                        inner.pop(other, None)
+                        inner_origin.pop((other,), None)
+            merged[key] = inner
+            for sub, where in inner_origin.items():
+                origin[(key, *sub)] = where
+            # _merge recorded the base's position for the mapping itself; the override wrote it too.
+            origin[(key,)] = base_at + (key,)
+        else:
+            merged[key] = copy.deepcopy(value)
+            for sub in list(origin):
+                if sub[:1] == (key,):
+                    del origin[sub]
+            for sub in _walk_paths(value, (key,)):
+                origin[sub] = over_at + sub
+    return merged, origin
+
+
+@dataclass
+class _Context:
+    """Everything the rules of one (document, target) pair need."""
+
+    doc: SourceDocument
+    target: Target
+    merged: dict[str, Any]
+    origin: dict[FieldPath, FieldPath]
+    repo_root: Path
+    problems: list[Problem]
+    name: str
+
+    def at(self, path: FieldPath) -> FieldPath:
+        """The written (raw document) path of a merged ``spec`` path."""
+        return self.origin.get(path) or self.origin[()] + path
+
+    def report(self, path: FieldPath, message: str) -> None:
+        self.problems.append(self.doc.problem(self.at(path), message))
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or name.endswith(".gguf") or os.sep in name and "@" not in name
+
+
+def _model_for(ctx: _Context) -> ModelInfo | None:
+    """The catalogue facts for the base model on this target, or ``None`` (reported or just not runnable)."""
+    name = ctx.merged["baseModel"]
+    from_override = ctx.at(("baseModel",))[:3] == ("spec", "targets", ctx.target)
+    info = catalogue.get(name)
+    if info is not None:
+        if info.provider == ctx.target:
+            return info
+        if from_override:
+            runnable = [m.id for m in catalogue.all_models().values() if m.provider == ctx.target]
+            listed = ", ".join(runnable[:4]) + (", ..." if len(runnable) > 4 else "")
+            extra = ", a local Hugging Face model directory or a .gguf file" if ctx.target == "local" else ""
+            ctx.report(
+                ("baseModel",),
+                f"expected a model that runs on the {ctx.target} target ({listed}{extra}), "
+                f"got {name}, a {info.provider} model. Set `baseModel: {runnable[0]}`.",
+            )
+        return None
+    if _looks_like_path(name):
+        if ctx.target != "local":
+            if from_override:
+                ctx.report(
+                    ("baseModel",),
+                    f"expected a catalogue model for the vertex target, got the local path {got(name)}. "
+                    "Set `baseModel: gemini-2.5-flash` (see `tuneform models`).",
+                )
+            return None
+        path = Path(os.path.expanduser(name))
+        path = path if path.is_absolute() else ctx.doc.path.parent / path
+        if path.is_dir() and (path / "config.json").is_file() or path.is_file() and path.suffix == ".gguf":
+            return catalogue.local_path_info(str(path.resolve()))
+        if path.is_dir():
+            found = f"a directory without config.json ({display_name(path)})"
+        elif path.exists():
+            found = f"a file that is not .gguf ({display_name(path)})"
+        else:
+            found = f"which is not there (looked at {display_name(path)})"
+        ctx.report(
+            ("baseModel",),
+            f"expected a local Hugging Face model directory (with config.json) or a .gguf file, got {got(name)}, "
+            f"{found}. Fix the path or use `baseModel: smollm2-135m-instruct`.",
+        )
+        return None
+    close = difflib.get_close_matches(name, list(catalogue.all_models()), n=1, cutoff=0.6)
+    if not close and "@" not in name:
+        close = [m for m in catalogue.all_models() if m.endswith("@" + name)][:1]
+    hint = f" Did you mean `baseModel: {close[0]}`?" if close else " Run `tuneform models` for the list."
+    ctx.report(
+        ("baseModel",),
+        f"expected a model from the catalogue or, for the local target, a local model directory or .gguf file, "
+        f"got {got(name)}.{hint}",
+    )
+    return None
+
+
+def _mode_rules(ctx: _Context, info: ModelInfo) -> str:
+    mode: str = ctx.merged.get("mode", "adapter")
+    if mode in info.modes:
+        return mode
+    allowed = ", ".join(info.modes)
+    if "mode" in ctx.merged:
+        if mode == "full" and info.family == "gemini":
+            why = f"{info.id} (Gemini models are tuned with adapters only)"
+        else:
+            why = f"{info.id} (its catalogue modes)"
+        ctx.report(
+            ("mode",),
+            f"expected {allowed} for {why}, got {mode}. Set `mode: {info.modes[0]}`"
+            + (" or choose a base model that takes full tuning." if mode == "full" else "."),
+        )
+    else:
+        ctx.report(
+            ("baseModel",),
+            f"expected a model that takes the default mode adapter, got {info.id}, which takes {allowed} only. "
+            f"Add `mode: {info.modes[0]}` next to `baseModel`.",
+        )
+    return mode
+
+
+def _adapter_rules(ctx: _Context, info: ModelInfo, mode: str) -> int | None:
+    size = ctx.merged.get("adapterSize")
+    if size is None:
+        return info.default_adapter_size if mode == "adapter" else None
+    if mode == "full":
+        ctx.report(
+            ("adapterSize",),
+            f"expected no adapterSize with mode full (every weight is tuned), got {size}. "
+            "Remove `adapterSize`, or set `mode: adapter`.",
+        )
+        return None
+    sizes = info.adapter_sizes
+    if size not in sizes:
+        nearest = min(sizes, key=lambda s: (abs(s - size), -s))
+        ctx.report(
+            ("adapterSize",),
+            f"expected one of {', '.join(map(str, sizes))} for {info.id}, got {size}. Set `adapterSize: {nearest}`.",
+        )
+        return None
+    return int(size)
+
+
+def _hyperparameter_rules(ctx: _Context, info: ModelInfo) -> Hyperparameters:
+    hp: dict[str, Any] = ctx.merged.get("hyperparameters", {})
+    knob = info.learning_rate_knob
+    if all(k in hp for k in _LR_KNOBS):
+        drop = next(k for k in _LR_KNOBS if k != knob)
+        ctx.report(
+            ("hyperparameters", drop),
+            f"expected one of learningRate or learningRateMultiplier, got both. {info.id} takes {knob}: "
+            f"remove `{drop}`.",
+        )
+    for key, value in hp.items():
+        if key in info.hyperparameters or all(k in hp for k in _LR_KNOBS) and key in _LR_KNOBS:
+            continue
+        if key in _LR_KNOBS:
+            hint = info.value("learningRateHint", 1.0 if knob == "learningRateMultiplier" else 0.0002)
+            kind = (
+                "Gemini models scale the service's learning rate"
+                if knob == "learningRateMultiplier"
+                else "open and local models take an absolute learning rate"
+            )
+            ctx.report(
+                ("hyperparameters", key),
+                f"expected {knob} for {info.id} ({kind}), got {key}. Write `{knob}: {yaml_inline(hint)}` instead.",
+            )
+        else:
+            ctx.report(
+                ("hyperparameters", key),
+                f"expected one of {', '.join(info.hyperparameters)} for {info.id}, got {key}. Remove `{key}: "
+                f"{yaml_inline(value)}`.",
+            )
+    return Hyperparameters(
+        epochs=int(hp["epochs"]) if "epochs" in hp else None,
+        learning_rate_multiplier=float(hp["learningRateMultiplier"]) if "learningRateMultiplier" in hp else None,
+        learning_rate=float(hp["learningRate"]) if "learningRate" in hp else None,
+        batch_size=int(hp["batchSize"]) if "batchSize" in hp else None,
+    )
+
+
+def _dataset_path(ctx: _Context, split: str, written: str) -> str | None:
+    """Check one dataset reference; return the absolute local path (``None`` for gs:// or on error)."""
+    where = ("dataset", split)
+    example = f"datasets/{ctx.name}/{split}.jsonl"
+    if written.startswith("gs://"):
+        if ctx.target == "local":
+            ctx.report(
+                where,
+                f"expected a file in the repository for the local target, got {got(written)}. Add "
+                f"`targets: {{local: {{dataset: {{{split}: datasets/<name>/{split}.jsonl}}}}}}`.",
+            )
+        elif not _GS_URI.match(written) or not written.endswith(".jsonl"):
+            ctx.report(
+                where,
+                f"expected gs://<bucket>/<object>.jsonl, got {got(written)}. Name the JSONL object, e.g. "
+                f"`{split}: gs://my-bucket/{split}.jsonl`.",
+            )
+        return None
+    if _URI_SCHEME.match(written):
+        ctx.report(
+            where,
+            f"expected a path relative to the spec file or a gs:// URI, got {got(written)}. Copy the file into the "
+            f"repository and write e.g. `{split}: {example}`.",
+        )
+        return None
+    if os.path.isabs(written) or written.startswith("~"):
+        kind = "a home-directory path" if written.startswith("~") else "the absolute path"
+        ctx.report(
+            where,
+            f"expected a path relative to the spec file, got {kind} {got(written)}. Copy the file into "
+            f"the repository and write e.g. `{split}: {example}`.",
+        )
+        return None
+    spec_dir = ctx.doc.path.parent
+    lexical = Path(os.path.normpath(spec_dir / written))
+    resolved = (spec_dir / written).resolve()
+    root = ctx.repo_root.resolve()
+    if not lexical.is_relative_to(ctx.repo_root.absolute()) and not lexical.is_relative_to(root):
+        ctx.report(
+            where,
+            f"expected a path that stays inside the repository, got {got(written)}, which leaves it. Keep datasets "
+            f"in the repository next to the specs, e.g. `{split}: {example}`.",
+        )
+        return None
+    if not resolved.is_relative_to(root):
+        ctx.report(
+            where,
+            f"expected a file inside the repository, got {got(written)}, a symlink to {resolved} outside it. "
+            "Replace the symlink with the file itself.",
+        )
+        return None
+    if not written.endswith(".jsonl"):
+        ctx.report(where, f"expected a .jsonl file, got {got(written)}. Save the examples as JSON Lines.")
+        return None
+    if not resolved.is_file():
+        ctx.report(
+            where,
+            f"expected an existing file, got {got(written)}, which is not there (looked at "
+            f"{display_name(lexical)}). Fix the path; it is relative to the spec file.",
+        )
+        return None
+    return str(resolved)
+
+
+def _dataset_rules(ctx: _Context) -> DatasetSpec:
+    dataset: dict[str, Any] = ctx.merged["dataset"]
+    train: str = dataset["train"]
+    validation: str | None = dataset.get("validation")
+    return DatasetSpec(
+        format=dataset.get("format", "gemini"),
+        train=train,
+        validation=validation,
+        train_path=_dataset_path(ctx, "train", train),
+        validation_path=_dataset_path(ctx, "validation", validation) if validation is not None else None,
+    )
+
+
+def _endpoint_rules(ctx: _Context) -> EndpointSpec:
+    endpoint: dict[str, Any] = ctx.merged.get("endpoint", {})
+    deploy = bool(endpoint.get("deploy", True))
+    traffic = endpoint.get("traffic")
+    promote = endpoint.get("promote")
+    if traffic is not None:
+        total = sum(traffic.values())
+        if not deploy:
+            ctx.report(
+                ("endpoint", "traffic"),
+                "expected no traffic split with `deploy: false`, got one. Remove `traffic`, or set `deploy: true`.",
+            )
+        elif total != 100:
+            shares = " + ".join(str(v) for v in traffic.values())
+            ctx.report(
+                ("endpoint", "traffic"),
+                f"expected percents that sum to 100, got {shares} = {total}. Adjust them, e.g. "
+                "`traffic: {v1: 90, latest: 10}`.",
+            )
+    if promote is not None and not deploy:
+        ctx.report(
+            ("endpoint", "promote"),
+            "expected no promotion gate with `deploy: false`, got one. Remove `promote`, or set `deploy: true`.",
+        )
+    return EndpointSpec(deploy=deploy, traffic=dict(traffic) if traffic else None, promote=promote)
+
+
+def _resolve_target(ctx: _Context, metadata: dict[str, Any]) -> ResolvedSpec | None:
+    before = len(ctx.problems)
+    info = _model_for(ctx)
+    if info is None:
+        if len(ctx.problems) > before:
+            # A wrong base model: still report the rules that do not depend on it, so one run shows everything.
+            _dataset_rules(ctx)
+            _endpoint_rules(ctx)
+        return None
+    mode = _mode_rules(ctx, info)
+    adapter_size = _adapter_rules(ctx, info, mode)
+    hyperparameters = _hyperparameter_rules(ctx, info)
+    dataset = _dataset_rules(ctx)
+    endpoint = _endpoint_rules(ctx)
+    lora_raw = ctx.merged.get("lora")
+    if lora_raw is not None and mode == "full":
+        ctx.report(
+            ("lora",), "expected no lora settings with mode full, got some. Remove `lora`, or set `mode: adapter`."
+        )
+    adopt = ctx.merged.get("adopt")
+    if adopt is not None and ctx.target == "local":
+        ctx.report(
+            ("adopt",),
+            "expected no adopt on the local target (it adopts a Vertex AI tuning job), got one. Move it under "
+            f"`targets: {{vertex: {{adopt: {adopt}}}}}`.",
+        )
+    if len(ctx.problems) > before:
+        return None
+    lora = None
+    if lora_raw is not None:
+        modules = lora_raw.get("targetModules")
+        lora = LoraSpec(
+            rank=lora_raw.get("rank"),
+            alpha=lora_raw.get("alpha"),
+            dropout=float(lora_raw["dropout"]) if "dropout" in lora_raw else None,
+            target_modules=tuple(modules) if modules is not None else None,
+        )
+    line, column = ctx.doc.value_at(("metadata", "name"))
+    return ResolvedSpec(
+        name=metadata["name"],
+        target=ctx.target,
+        description=metadata.get("description", ""),
+        labels=dict(metadata.get("labels", {})),
+        base_model=info.id,
+        mode=mode,  # type: ignore[arg-type]
+        adapter_size=adapter_size,
+        hyperparameters=hyperparameters,
+        dataset=dataset,
+        endpoint=endpoint,
+        lora=lora,
+        retain=bool(ctx.merged.get("retain", True)),
+        adopt=adopt,
+        source=Location(ctx.doc.file, line, column),
+    )
+
+
+def _unavailable(doc: SourceDocument, target: Target, base_model: str, at: FieldPath) -> Problem:
+    if target == "local":
+        message = (
+            f"expected a model that runs on the local target (smollm2-135m-instruct, a local Hugging Face "
+            f"directory or a .gguf file), got {base_model}. Add `targets: {{local: {{baseModel: "
+            f"smollm2-135m-instruct}}}}`."
+        )
+    else:
+        message = (
+            f"expected a Vertex AI catalogue model for the vertex target, got {base_model}. Add "
+            "`targets: {vertex: {baseModel: gemini-2.5-flash}}`."
+        )
+    return doc.problem(at, message)
+
+
+def _document(doc: SourceDocument, repo_root: Path, problems: list[Problem]) -> LoadedDocument | None:
+    raw: dict[str, Any] = doc.data
+    spec: dict[str, Any] = raw["spec"]
+    resolved: dict[str, ResolvedSpec] = {}
+    unavailable: dict[str, Problem] = {}
+    before = len(problems)
+    for target in TARGETS:
+        override = spec.get("targets", {}).get(target, {})
+        merged, origin = _merge(spec, override, ("spec",), ("spec", "targets", target))
+        ctx = _Context(doc, target, merged, origin, repo_root, problems, str(raw["metadata"]["name"]))
+        errors_before = len(problems)
+        result = _resolve_target(ctx, raw["metadata"])
+        if result is not None:
+            resolved[target] = result
+        elif len(problems) == errors_before:
+            unavailable[target] = _unavailable(doc, target, merged["baseModel"], ctx.at(("baseModel",)))
+    if len(problems) > before:
+        return None
+    line, column = doc.value_at(("metadata", "name"))
+    return LoadedDocument(
+        name=raw["metadata"]["name"],
+        source=Location(doc.file, line, column),
+        raw=raw,
+        resolved=resolved,
+        unavailable=unavailable,
+    )
+
+
+def load_specs(paths: Sequence[str | Path], *, repo_root: Path | None = None) -> list[TunedModelDocument]:
+    """Load, validate and resolve every TunedModel document in ``paths``.
+
+    Args:
+        paths: Spec files (see ``find_spec_files``).
+        repo_root: The repository root that dataset paths must stay inside; by default, per file, the nearest
+            parent with ``Pulumi.yaml`` (else ``.git``).
+
+    Returns:
+        One document per TunedModel, resolved for every target its base model can run on.
+
+    Raises:
+        SpecErrors: With every problem of every file, when anything is wrong.
+    """
+    problems: list[Problem] = []
+    documents: list[TunedModelDocument] = []
+    first_seen: dict[str, tuple[SourceDocument, Location]] = {}
+    for given in paths:
+        path = Path(given)
+        sources, read_problems = read_documents(path)
+        problems.extend(read_problems)
+        root = repo_root if repo_root is not None else find_repo_root(path)
+        for source in sources:
+            found = schema_problems(source)
+            metadata = source.data.get("metadata") if isinstance(source.data, dict) else None
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            if isinstance(name, str):
+                line, column = source.value_at(("metadata", "name"))
+                if name in first_seen:
+                    first = first_seen[name][1]
+                    found.append(
+                        source.problem(
+                            ("metadata", "name"),
+                            f"expected a name unique in the repository, got {got(name)}, already used at {first}. "
+                            "Rename one of them.",
+                        )
+                    )
+                else:
+                    first_seen[name] = (source, Location(source.file, line, column))
+            if found:
+                problems.extend(found)
+                clean = sanitized(source.data)
+                if clean is not None:
+                    # Also run the cross-field rules on what the schema accepted, so one run shows everything.
+                    _document(dataclasses.replace(source, data=clean), root, problems)
+                continue
+            document = _document(source, root, problems)
+            if document is not None:
+                documents.append(document)
+    if problems:
+        raise SpecErrors(problems)
+    return documents
+
+
+def resolve(doc: TunedModelDocument, target: Target) -> ResolvedSpec:
+    """The spec of ``doc`` for one target (``targets.<target>`` merged over ``spec``, validated for it).
+
+    Args:
+        doc: A document from ``load_specs``.
+        target: ``"local"`` or ``"vertex"``.
+
+    Returns:
+        The resolved spec.
+
+    Raises:
+        SpecErrors: If the document's base model cannot run on ``target``.
+    """
+    if target in doc.resolved:
+        return doc.resolved[target]
+    reason = getattr(doc, "unavailable", {}).get(target)
+    if reason is None:
+        reason = Problem(
+            doc.source.file,
+            doc.source.line,
+            doc.source.column,
+            "spec.targets",
+            f"expected a target tuneform knows (local, vertex), got {got(target)}.",
+        )
+    raise SpecErrors([reason])
