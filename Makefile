@@ -1,0 +1,85 @@
+# tuneform: two commands do all set-up on a fresh machine (Python 3.11 + Go, or your own pulumi v3.260.0):
+#   make up      bootstrap, then `pulumi up --stack local --yes` (tunes and serves the specs in tuning_specs/)
+#   make test    bootstrap, then lint, type check and the test suite
+#
+# State stays in this checkout (.pulumi/, git-ignored, file backend); nothing ever talks to Pulumi Cloud.
+# Secrets use the passphrase provider: PULUMI_CONFIG_PASSPHRASE defaults to `tuneform-local`, which is fine for the
+# local stack only; export your own for any other stack (e.g. `make preview STACK=vertex`).
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+STACK ?= local
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+# `make test` leaves out tests marked slow (minutes each); `make test-all` runs them too.
+PYTEST_MARKERS ?= not slow
+PYTEST_WORKERS ?= 2
+TUNEFORM_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tuneform
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(TUNEFORM_CACHE)/uv-0.13.8/bin/uv)
+
+# The engine's directory goes first on PATH for every recipe (see scripts/pulumi-env.sh for how it is chosen).
+PULUMI_BIN := $(shell scripts/pulumi-env.sh --bin-dir)
+export PATH := $(PULUMI_BIN):$(PATH)
+export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi
+export PULUMI_CONFIG_PASSPHRASE ?= tuneform-local
+export PULUMI_SKIP_UPDATE_CHECK := true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
+export TUNEFORM_CACHE
+
+PULUMI := pulumi --non-interactive
+
+.PHONY: help bootstrap stack up preview refresh destroy outputs test test-all lint format typecheck bench lock
+
+help:
+	@echo "make up | preview | refresh | destroy | outputs   (STACK=$(STACK))"
+	@echo "make test | test-all | lint | format | typecheck | bench | lock | bootstrap"
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+# Stacks are created on first use; the passphrase provider keeps secrets in the file backend, encrypted.
+stack: bootstrap
+	@mkdir -p $(CURDIR)/.pulumi
+	@pulumi stack select --create $(STACK) --secrets-provider passphrase
+
+up: stack
+	$(PULUMI) up --stack $(STACK) --yes
+
+preview: stack
+	$(PULUMI) preview --stack $(STACK)
+
+refresh: stack
+	$(PULUMI) refresh --stack $(STACK) --yes
+
+destroy: stack
+	$(PULUMI) destroy --stack $(STACK) --yes
+
+outputs: stack
+	@pulumi stack output --json --show-secrets --stack $(STACK)
+
+lint:
+	$(VENV)/bin/ruff check provider tests bench
+	$(VENV)/bin/ruff format --check provider tests bench
+
+format:
+	$(VENV)/bin/ruff format provider tests bench
+	$(VENV)/bin/ruff check --fix provider tests bench
+
+typecheck:
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when nothing was collected (e.g. a marker selection matching no test); that is not a failure.
+test: bootstrap lint typecheck
+	rc=0; $(VENV)/bin/pytest -n $(PYTEST_WORKERS) -m "$(PYTEST_MARKERS)" || rc=$$?; \
+	if [[ $$rc == 5 ]]; then echo "pytest: no tests selected"; rc=0; fi; exit $$rc
+
+test-all:
+	$(MAKE) test PYTEST_MARKERS=
+
+bench: bootstrap
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) "$$b"; done
+
+lock:
+	$(UV) pip compile pyproject.toml --extra dev -p 3.11 --python-platform x86_64-unknown-linux-gnu -o requirements.lock

@@ -1,0 +1,327 @@
+// Command pulumi-language-python is tuneform's own, deliberately small Python language host for the Pulumi engine.
+//
+// Why it exists: Pulumi's language host lives in the Go module
+// github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3, which has no tags and which the Go module proxy
+// reachable from our build machines does not serve. The engine only needs a handful of RPCs to run a program, so we
+// implement those over the sdk/v3 gRPC definitions and leave everything else (code generation, packing, linking,
+// templates) unimplemented: tuneform never uses it.
+//
+// The program itself is executed exactly as Pulumi's own host does it: the Python shim `pulumi-language-python-exec`
+// (shipped in the sdk/v3 module source and installed next to this binary) is run with the virtualenv's interpreter and
+// receives the monitor/engine addresses and run settings as flags and the stack config as JSON in PULUMI_CONFIG.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/version"
+	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// userActionableExit is the exit code the exec shim uses after it has already shown the user a readable error
+// (e.g. a Python traceback from the program); the engine must then stop without adding its own message.
+const userActionableExit = 32
+
+// execShimName is the Python script that turns our flags into pulumi.runtime settings and runs the program.
+const execShimName = "pulumi-language-python-exec"
+
+func main() {
+	showVersion := flag.Bool("version", false, "print the plugin version and exit")
+	executor := flag.String("use-executor", "", "path of the exec shim (default: next to this binary)")
+	// The engine adds --tracing to every plugin's command line when tracing is on; an unknown flag would make us
+	// exit before printing our port. (-v and --logtostderr, added with --logflow, are registered by the sdk's
+	// logging package, which this binary links.)
+	_ = flag.String("tracing", "", "ignored: this host does not emit traces")
+	flag.Parse()
+
+	if *showVersion {
+		fmt.Println(version.Version)
+		return
+	}
+
+	shim := *executor
+	if shim == "" {
+		self, err := os.Executable()
+		if err != nil {
+			fail("cannot locate own executable: %v", err)
+		}
+		shim = filepath.Join(filepath.Dir(self), execShimName)
+	}
+	if _, err := os.Stat(shim); err != nil {
+		fail("missing %s next to the language host (%v); rerun `make bootstrap`", execShimName, err)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cancel := make(chan bool)
+	go func() {
+		<-ctx.Done()
+		close(cancel)
+	}()
+
+	host := &languageHost{shim: shim, shutdown: stop}
+	if args := flag.Args(); len(args) > 0 {
+		// The engine passes its address as the first argument (and again in Handshake).
+		host.watchEngine(args[0])
+	}
+
+	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
+		Cancel: cancel,
+		Init: func(srv *grpc.Server) error {
+			pulumirpc.RegisterLanguageRuntimeServer(srv, host)
+			return nil
+		},
+	})
+	if err != nil {
+		fail("cannot start the language host gRPC server: %v", err)
+	}
+	// The engine reads the port from the first line of our stdout.
+	fmt.Printf("%d\n", handle.Port)
+	if err := <-handle.Done; err != nil {
+		fail("language host stopped serving: %v", err)
+	}
+}
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "pulumi-language-python (tuneform): "+format+"\n", args...)
+	os.Exit(1)
+}
+
+type languageHost struct {
+	pulumirpc.UnimplementedLanguageRuntimeServer
+
+	shim     string
+	shutdown context.CancelFunc // stops serving; called when the engine goes away
+
+	mu            sync.Mutex
+	engineAddress string
+	running       *exec.Cmd // the program being run, so Cancel can interrupt it
+}
+
+// watchEngine remembers the engine's address and shuts the host down when the engine stops answering, so a killed
+// `pulumi up` never leaves us (and the Python program under us) running. Pulumi's own host polls at the same interval.
+func (h *languageHost) watchEngine(address string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if address == "" || address == h.engineAddress {
+		return
+	}
+	h.engineAddress = address
+	err := rpcutil.Healthcheck(context.Background(), address, 5*time.Minute, func() {
+		h.interruptProgram()
+		h.shutdown()
+	})
+	if err != nil {
+		fail("cannot watch the engine at %s: %v", address, err)
+	}
+}
+
+func (h *languageHost) interruptProgram() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.running != nil && h.running.Process != nil {
+		_ = h.running.Process.Signal(os.Interrupt)
+	}
+}
+
+func (h *languageHost) Handshake(
+	ctx context.Context, req *pulumirpc.LanguageHandshakeRequest,
+) (*pulumirpc.LanguageHandshakeResponse, error) {
+	h.watchEngine(req.GetEngineAddress())
+	return &pulumirpc.LanguageHandshakeResponse{}, nil
+}
+
+func (h *languageHost) GetPluginInfo(context.Context, *emptypb.Empty) (*pulumirpc.PluginInfo, error) {
+	return &pulumirpc.PluginInfo{Version: version.Version}, nil
+}
+
+// GetRequiredPlugins reports nothing: tuneform's resources are dynamic providers, served by the bundled
+// pulumi-resource-pulumi-python shim, so there is nothing for the engine to download (and no internet to do it).
+func (h *languageHost) GetRequiredPlugins(
+	context.Context, *pulumirpc.GetRequiredPluginsRequest,
+) (*pulumirpc.GetRequiredPluginsResponse, error) {
+	return &pulumirpc.GetRequiredPluginsResponse{}, nil
+}
+
+// GetRequiredPackages reports nothing, for the same reason as GetRequiredPlugins.
+func (h *languageHost) GetRequiredPackages(
+	context.Context, *pulumirpc.GetRequiredPackagesRequest,
+) (*pulumirpc.GetRequiredPackagesResponse, error) {
+	return &pulumirpc.GetRequiredPackagesResponse{}, nil
+}
+
+// InstallDependencies does not touch the virtualenv: it is built from requirements.lock by `make bootstrap`, and a
+// second installer would only fight it.
+func (h *languageHost) InstallDependencies(
+	req *pulumirpc.InstallDependenciesRequest,
+	stream grpc.ServerStreamingServer[pulumirpc.InstallDependenciesResponse],
+) error {
+	msg := "tuneform: the Python virtualenv is managed by `make bootstrap` (uv pip sync requirements.lock); nothing to install\n"
+	return stream.Send(&pulumirpc.InstallDependenciesResponse{Stdout: []byte(msg)})
+}
+
+func (h *languageHost) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
+	python, err := virtualenvPython(req.GetInfo())
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.CommandContext(ctx, python, "--version").Output()
+	if err != nil {
+		return nil, fmt.Errorf("running %s --version: %w", python, err)
+	}
+	return &pulumirpc.AboutResponse{
+		Executable: python,
+		Version:    strings.TrimPrefix(strings.TrimSpace(string(out)), "Python "),
+	}, nil
+}
+
+func (h *languageHost) Cancel(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
+	h.interruptProgram()
+	return &emptypb.Empty{}, nil
+}
+
+// virtualenvPython returns the interpreter of the virtualenv named by the `virtualenv` runtime option in Pulumi.yaml,
+// resolved against the project root as Pulumi does.
+func virtualenvPython(info *pulumirpc.ProgramInfo) (string, error) {
+	venv, _ := info.GetOptions().AsMap()["virtualenv"].(string)
+	if venv == "" {
+		return "", errors.New("Pulumi.yaml must set `runtime.options.virtualenv` (tuneform uses `.venv`, created by `make bootstrap`)")
+	}
+	if !filepath.IsAbs(venv) {
+		venv = filepath.Join(info.GetRootDirectory(), venv)
+	}
+	python := filepath.Join(venv, "bin", "python")
+	if _, err := os.Stat(python); err != nil {
+		return "", fmt.Errorf("virtualenv %s has no bin/python (%v); run `make bootstrap` first", venv, err)
+	}
+	return python, nil
+}
+
+func (h *languageHost) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
+	info := req.GetInfo()
+	python, err := virtualenvPython(info)
+	if err != nil {
+		// A configuration problem the user can fix: report it as a program error, not as an RPC failure.
+		return &pulumirpc.RunResponse{Error: err.Error()}, nil
+	}
+
+	// The flag names are the exec shim's argparse options; empty values are left out as the shim expects.
+	h.mu.Lock()
+	engineAddress := h.engineAddress
+	h.mu.Unlock()
+	args := []string{"-u", h.shim}
+	flagArgs := []struct{ name, value string }{
+		{"monitor", req.GetMonitorAddress()},
+		{"engine", engineAddress},
+		{"project", req.GetProject()},
+		{"root_directory", info.GetRootDirectory()},
+		{"stack", req.GetStack()},
+		{"pwd", req.GetPwd()},
+		{"dry_run", strconv.FormatBool(req.GetDryRun())},
+		{"parallel", strconv.Itoa(int(req.GetParallel()))},
+		{"organization", req.GetOrganization()},
+	}
+	for _, f := range flagArgs {
+		if f.value != "" {
+			args = append(args, "--"+f.name, f.value)
+		}
+	}
+	args = append(args, info.GetEntryPoint())
+	args = append(args, req.GetArgs()...)
+
+	// An empty stack config arrives as a nil map, which would encode as `null`; the SDK needs an object.
+	configMap := req.GetConfig()
+	if configMap == nil {
+		configMap = map[string]string{}
+	}
+	config, err := json.Marshal(configMap)
+	if err != nil {
+		return nil, fmt.Errorf("encoding stack config: %w", err)
+	}
+	secretKeys := req.GetConfigSecretKeys()
+	if secretKeys == nil {
+		secretKeys = []string{}
+	}
+	secretKeysJSON, err := json.Marshal(secretKeys)
+	if err != nil {
+		return nil, fmt.Errorf("encoding secret config keys: %w", err)
+	}
+
+	venvBin := filepath.Dir(python)
+	cmd := exec.Command(python, args...)
+	cmd.Dir = info.GetProgramDirectory()
+	// Our stdout/stderr are read by the engine and shown as the program's output, so stream straight through.
+	cmd.Stdout = os.Stdout
+	cmd.Stderr = os.Stderr
+	cmd.Env = append(withoutKeys(os.Environ(), "PYTHONHOME", "PATH", "VIRTUAL_ENV"),
+		"PATH="+venvBin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"VIRTUAL_ENV="+filepath.Dir(venvBin),
+		"PULUMI_CONFIG="+string(config),
+		"PULUMI_CONFIG_SECRET_KEYS="+string(secretKeysJSON),
+	)
+
+	if err := cmd.Start(); err != nil {
+		return &pulumirpc.RunResponse{Error: fmt.Sprintf("could not start %s: %v", python, err)}, nil
+	}
+	h.mu.Lock()
+	h.running = cmd
+	h.mu.Unlock()
+	// If the engine abandons the call (its context ends), stop the program rather than leave it running.
+	stopWatching := context.AfterFunc(ctx, func() { _ = cmd.Process.Signal(os.Interrupt) })
+	waitErr := cmd.Wait()
+	stopWatching()
+	h.mu.Lock()
+	h.running = nil
+	h.mu.Unlock()
+	// Python may exit before its last writes reach the engine; flush ours so the traceback is shown in full.
+	_ = os.Stdout.Sync()
+	_ = os.Stderr.Sync()
+
+	if waitErr == nil {
+		return &pulumirpc.RunResponse{}, nil
+	}
+	var exitErr *exec.ExitError
+	if errors.As(waitErr, &exitErr) {
+		if exitErr.ExitCode() == userActionableExit {
+			// The shim already logged the Python error through the engine; just stop.
+			return &pulumirpc.RunResponse{Bail: true}, nil
+		}
+		return &pulumirpc.RunResponse{Error: fmt.Sprintf("program exited with non-zero exit code: %d", exitErr.ExitCode())}, nil
+	}
+	return &pulumirpc.RunResponse{Error: fmt.Sprintf("running the Python program failed: %v", waitErr)}, nil
+}
+
+// withoutKeys drops the named variables from an environment list so they can be set afresh.
+func withoutKeys(env []string, keys ...string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		drop := false
+		for _, k := range keys {
+			if name == k {
+				drop = true
+				break
+			}
+		}
+		if !drop {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
