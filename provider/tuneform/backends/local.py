@@ -1,0 +1,285 @@
+"""The local target: tune on this machine, keep every version in ``<repo>/.tuneform``, serve over HTTP on 127.0.0.1.
+
+A tuning run is identified by its spec hash (training inputs + dataset hashes). If the registry already holds a
+version with that hash (the configuration was tuned before, e.g. a ``git revert``), it is reused without training.
+Otherwise the run executes in a child process (``tuneform.backends.local_run``) inside a run directory that is
+stable per spec hash, so a run killed with ``pulumi up`` resumes from its last checkpoint next time. One run trains at
+a time on a machine (a file lock), because two runs on the same cores only make both slower.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections import deque
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuneform.backends.base import (
+    BackendError,
+    DatasetArtifact,
+    EndpointRequest,
+    EndpointState,
+    Progress,
+    TuningFailed,
+    TuningOutcome,
+    TuningRequest,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tuneform.resources._provider import BackendSettings
+
+_LOG_TAIL_LINES = 30
+
+
+def default_cache_dir() -> Path:
+    """Per-user cache for converted base models, shared by every checkout (and CI runs on the same machine)."""
+    root = os.environ.get("TUNEFORM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tuneform"
+    )
+    return Path(root)
+
+
+class LocalBackend:
+    target = "local"
+
+    def __init__(
+        self, repo_root: Path, *, cache_dir: Path | None = None, host: str = "127.0.0.1", keep_versions: int = 5
+    ) -> None:
+        from tuneform.registry import Registry
+
+        self.root = repo_root / ".tuneform"
+        self.registry = Registry(self.root)
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.host = host
+        self.keep_versions = keep_versions
+
+    @classmethod
+    def from_settings(cls, settings: BackendSettings) -> LocalBackend:
+        return cls(
+            Path(settings.repo_root),
+            cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
+            host=settings.endpoint_host or "127.0.0.1",
+            keep_versions=int(settings.extra.get("keepVersions", 5)),
+        )
+
+    # Datasets -------------------------------------------------------------------------------------------------
+
+    def store_dataset(self, converted_path: str, sha256: str, examples: int, tokens: int) -> DatasetArtifact:
+        # A dataset record keeps the object alive through garbage collection even before a version references it.
+        record = self.registry.add_dataset(converted_path, examples=examples, tokens=tokens, source=converted_path)
+        if record.sha256 != sha256:
+            raise BackendError(
+                f"{converted_path}: content changed while it was being stored (sha256 {record.sha256[:12]}, "
+                f"expected {sha256[:12]}). Run `pulumi up` again."
+            )
+        return DatasetArtifact(sha256, str(self.registry.store.get(sha256)), examples, tokens)
+
+    def dataset_present(self, artifact: DatasetArtifact) -> bool:
+        return self.registry.store.has(artifact.sha256)
+
+    # Tuning ---------------------------------------------------------------------------------------------------
+
+    def tune(self, request: TuningRequest, progress: Progress) -> TuningOutcome:
+        existing = self.registry.find_version(request.name, request.spec_hash)
+        if existing is not None:
+            progress(f"version {existing.number} was tuned from exactly these inputs: reusing it, no training")
+            return self._outcome(request.name, existing, reused=True)
+        run_dir = Path(self.registry.start_run(request.name, request.spec_hash))
+        try:
+            with _exclusive(self.root / "locks" / "train.lock", progress):
+                result = self._run_training(request, run_dir, progress)
+        except BaseException:
+            # The run directory and its checkpoints stay: the next `pulumi up` resumes from them.
+            self.registry.finish_run(request.name, request.spec_hash, succeeded=False)
+            raise
+        artifact_sha = self.registry.store.put_dir(result["artifactDir"])
+        latest = self.registry.latest(request.name)
+        version = self.registry.add_version(
+            request.name,
+            spec_hash=request.spec_hash,
+            dataset_sha256=request.train.sha256,
+            validation_sha256=request.validation.sha256 if request.validation else None,
+            base_model=request.base_model,
+            mode=request.mode,
+            hyperparameters=request.hyperparameters,
+            artifact_sha256=artifact_sha,
+            artifact_kind=result["kind"],
+            metrics=result["metrics"],
+            parent_version=latest.number if latest is not None else None,
+            training_log=result["logPath"],
+        )
+        self.registry.finish_run(request.name, request.spec_hash, succeeded=True)
+        removed = self.registry.retain(request.name, keep_last=self.keep_versions)
+        if removed:
+            progress(f"retention (keep {self.keep_versions}): removed versions {removed}")
+        progress(f"registered {request.name}@{version.number}")
+        return self._outcome(request.name, version, reused=False)
+
+    def _run_training(self, request: TuningRequest, run_dir: Path, progress: Progress) -> dict[str, Any]:
+        payload = {
+            "name": request.name,
+            "specHash": request.spec_hash,
+            "baseModel": request.base_model,
+            "mode": request.mode,
+            "adapterSize": request.adapter_size,
+            "lora": request.lora,
+            "hyperparameters": request.hyperparameters,
+            "trainFile": request.train.uri,
+            "validationFile": request.validation.uri if request.validation else None,
+            "cacheDir": str(self.cache_dir),
+        }
+        (run_dir / "request.json").write_text(json.dumps(payload, indent=2))
+        log_path = run_dir / "run.log"
+        progress(f"training in a child process; full log: {log_path}")
+        tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
+        with log_path.open("a") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "tuneform.backends.local_run", str(run_dir)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+            )
+            assert child.stdout is not None
+            for line in child.stdout:
+                line = line.rstrip()
+                log.write(line + "\n")
+                log.flush()
+                tail.append(line)
+                progress(line)
+            code = child.wait()
+        if code != 0:
+            raise TuningFailed(
+                f"local tuning of {request.name} failed (exit {code}); its checkpoints stay in {run_dir} and the "
+                f"next `pulumi up` resumes from them. Last lines of {log_path}:\n" + "\n".join(tail),
+                job_id=f"{request.name}:{request.spec_hash[:16]}",
+                state="FAILED",
+            )
+        return json.loads((run_dir / "result.json").read_text())
+
+    def _outcome(self, name: str, version: Any, *, reused: bool) -> TuningOutcome:
+        return TuningOutcome(
+            job_id=f"{name}@{version.number}",
+            state="SUCCEEDED",
+            model=f"{name}@{version.number}",
+            version=version.number,
+            metrics=dict(version.metrics),
+            endpoint=None,
+            reused=reused,
+        )
+
+    def tuning_status(self, job_id: str) -> TuningOutcome | None:
+        name, _, number = job_id.partition("@")
+        if not number.isdigit():
+            return None
+        version = self.registry.get(name, int(number))
+        return None if version is None else self._outcome(name, version, reused=False)
+
+    def cancel(self, job_id: str) -> None:
+        # A local run only exists while `pulumi up` waits on it; a finished version stays in the registry.
+        return None
+
+    def update_metadata(self, job_id: str, description: str, labels: dict[str, str]) -> None:
+        return None
+
+    def delete_version(self, model: str, version: int) -> None:
+        self.registry.delete_version(model, version)
+
+    # Endpoints ------------------------------------------------------------------------------------------------
+
+    def _endpoint_dir(self, name: str) -> Path:
+        return self.root / "endpoints" / name
+
+    def deploy(self, request: EndpointRequest, existing: str | None, progress: Progress) -> EndpointState:
+        from tuneform.serving import service
+        from tuneform.training import resolve_base_model
+
+        directory = self._endpoint_dir(request.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        versions: dict[str, dict[str, str]] = {}
+        base_dirs: set[str] = set()
+        for number in request.traffic:
+            version = self.registry.get(request.model, number)
+            if version is None:
+                raise BackendError(
+                    f"spec.endpoint.traffic: version {number} of {request.model} is not in the registry "
+                    f"(known: {[v.number for v in self.registry.versions(request.model)]})."
+                )
+            base_dir = resolve_base_model(version.base_model, cache_dir=self.cache_dir, progress=progress)
+            base_dirs.add(str(base_dir))
+            versions[str(number)] = {
+                "artifact_dir": str(self.registry.store.get(version.artifact_sha256)),
+                "kind": version.artifact_kind,
+                "base_model_dir": str(base_dir),
+            }
+        api_key = request.settings.get("api_key") or secrets.token_urlsafe(32)
+        port = int(request.settings.get("port") or 8765)
+        config = {
+            "name": request.name,
+            "host": self.host,
+            "port": port,
+            "api_key": api_key,
+            "base_model_dir": sorted(base_dirs)[0] if base_dirs else "",
+            "versions": versions,
+            "traffic": {str(number): percent for number, percent in request.traffic.items()},
+            "log_path": str(directory / "server.log"),
+            "pid_path": str(directory / "server.pid"),
+        }
+        config_path = directory / "config.json"
+        info_path = directory / "service.json"
+        if info_path.exists():
+            # A new traffic split or version set: restart with the new config; the key stays the same.
+            service.stop(service.ServiceInfo.load(info_path))
+        config_path.write_text(json.dumps(config, indent=2))
+        os.chmod(config_path, 0o600)
+        progress(f"starting the endpoint on http://{self.host}:{port} (log: {config['log_path']})")
+        info = service.start(config_path)
+        info.save(info_path)
+        self.registry.set_serving(request.model, set(request.traffic))
+        return EndpointState(
+            endpoint_id=request.name, url=info.url, traffic=dict(request.traffic), healthy=True, api_key=api_key
+        )
+
+    def endpoint_status(self, endpoint_id: str) -> EndpointState | None:
+        from tuneform.serving import service
+
+        info_path = self._endpoint_dir(endpoint_id) / "service.json"
+        if not info_path.exists():
+            return None
+        info = service.ServiceInfo.load(info_path)
+        config = json.loads((self._endpoint_dir(endpoint_id) / "config.json").read_text())
+        healthy = service.status(info).healthy
+        traffic = {int(number): int(percent) for number, percent in config["traffic"].items()}
+        return EndpointState(endpoint_id=endpoint_id, url=info.url, traffic=traffic, healthy=healthy, api_key=None)
+
+    def undeploy(self, endpoint_id: str) -> None:
+        from tuneform.serving import service
+
+        info_path = self._endpoint_dir(endpoint_id) / "service.json"
+        if info_path.exists():
+            service.stop(service.ServiceInfo.load(info_path))
+            info_path.unlink()
+        self.registry.set_serving(endpoint_id, set())
+
+
+@contextmanager
+def _exclusive(lock_path: Path, progress: Progress) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("another local tuning run is using this machine; waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,196 @@
+"""The Pulumi program: every spec under ``tuning_specs/`` becomes one ``TunedModel`` component with its children.
+
+Stack config (``stacks/Pulumi.<stack>.yaml``, namespace ``tuneform``) picks the target and its settings. Nothing is
+declared until every spec and dataset has passed its checks; a user's mistake ends the run with the problems listed
+and no Python traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from tuneform.prepare import PreparedModel, prepare
+from tuneform.resources._provider import BackendSettings
+from tuneform.resources.dataset import Dataset
+from tuneform.resources.endpoint import Endpoint
+from tuneform.resources.model_version import ModelVersion
+from tuneform.resources.tuning_job import TuningJob
+
+DEFAULT_PORT = 8765
+
+
+class TunedModel(pulumi.ComponentResource):
+    """One tuned model: its datasets, its tuning job, the version that job yields, and its endpoint."""
+
+    def __init__(
+        self,
+        prepared: PreparedModel,
+        settings: BackendSettings,
+        *,
+        port: int | None,
+        max_training_cost: float | None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        spec = prepared.spec
+        super().__init__("tuneform:index:TunedModel", spec.name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        def dataset(split: str) -> Dataset | None:
+            data = prepared.train if split == "train" else prepared.validation
+            if data is None:
+                return None
+            return Dataset(
+                f"{spec.name}-{split}",
+                settings,
+                model=spec.name,
+                split=split,
+                source=data.source,
+                format=spec.dataset.format,
+                sha256=data.sha256,
+                examples=data.examples,
+                tokens=data.tokens,
+                converted_path=data.converted_path,
+                opts=child,
+            )
+
+        train = dataset("train")
+        validation = dataset("validation")
+        assert train is not None
+        job = TuningJob(
+            f"{spec.name}-tuning",
+            settings,
+            {
+                "name": spec.name,
+                "target": spec.target,
+                "specHash": prepared.spec_hash,
+                "baseModel": spec.base_model,
+                "mode": spec.mode,
+                "adapterSize": spec.adapter_size,
+                "hyperparameters": _hyperparameters(spec, prepared),
+                "lora": None if spec.lora is None else spec.training_inputs()["lora"],
+                "trainSha256": prepared.train.sha256,
+                "trainUri": train.uri,
+                "trainExamples": prepared.train.examples,
+                "trainTokens": prepared.train.tokens,
+                "validationSha256": prepared.validation.sha256 if prepared.validation else None,
+                "validationUri": validation.uri if validation else None,
+                "validationExamples": prepared.validation.examples if prepared.validation else 0,
+                "description": spec.description,
+                "labels": spec.labels,
+                "adopt": spec.adopt,
+                "estimatedTrainingTokens": prepared.training_tokens,
+                "estimatedCost": prepared.estimated_cost,
+                "maxTrainingCost": max_training_cost,
+            },
+            opts=child,
+        )
+        version = ModelVersion(
+            f"{spec.name}-version",
+            settings,
+            model=spec.name,
+            job_id=job.jobId,
+            model_name=job.modelName,
+            version=job.version,
+            metrics=job.metrics,
+            retain=spec.retain,
+            opts=child,
+        )
+        outputs: dict[str, Any] = {
+            "baseModel": spec.base_model,
+            "mode": spec.mode,
+            "model": version.modelName,
+            "version": version.version,
+            "metrics": version.metrics,
+            "trainingTokens": prepared.training_tokens,
+            "estimatedCost": prepared.estimated_cost,
+            "reused": job.reused,
+        }
+        if spec.endpoint.deploy:
+            traffic = job.version.apply(lambda latest: resolve_traffic(spec.endpoint.traffic, latest))
+            endpoint = Endpoint(
+                f"{spec.name}-endpoint",
+                settings,
+                name=spec.name,
+                model_name=spec.name,
+                traffic=traffic,
+                versions=traffic.apply(lambda split: {v: f"{spec.name}@{v}" for v in split}),
+                port=port,
+                opts=child,
+            )
+            outputs.update(endpoint=endpoint.url, apiKey=endpoint.apiKey, traffic=endpoint.servedTraffic)
+        self.outputs = outputs
+        self.register_outputs(outputs)
+
+
+def resolve_traffic(traffic: dict[str, int] | None, latest: int | None) -> dict[str, int]:
+    """Map the spec's version labels (``latest``, ``v3`` or ``3``) to version numbers."""
+    if latest is None:
+        return {}
+    if not traffic:
+        return {str(latest): 100}
+    resolved: dict[str, int] = {}
+    for label, percent in traffic.items():
+        number = latest if label == "latest" else int(label.lstrip("v"))
+        resolved[str(number)] = resolved.get(str(number), 0) + int(percent)
+    return resolved
+
+
+def _hyperparameters(spec: Any, prepared: PreparedModel) -> dict[str, Any]:
+    # Vertex chooses epochs for Gemini when the spec leaves them unset, so only an explicit value is sent there; the
+    # local trainer always gets the number it will run, which the plan also assumes.
+    epochs = spec.hyperparameters.epochs if spec.target == "vertex" else prepared.epochs
+    values = {
+        "epochs": epochs,
+        "learningRate": spec.hyperparameters.learning_rate,
+        "learningRateMultiplier": spec.hyperparameters.learning_rate_multiplier,
+        "batchSize": spec.hyperparameters.batch_size,
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def settings_from_config(config: pulumi.Config, repo_root: Path) -> BackendSettings:
+    target = config.get("target") or "local"
+    return BackendSettings(
+        target=target,
+        repo_root=str(repo_root),
+        project=config.get("project") or pulumi.Config("gcp").get("project") or "",
+        region=config.get("region") or pulumi.Config("gcp").get("region") or "",
+        bucket=config.get("bucket") or "",
+        api_endpoint=config.get("apiEndpoint") or "",
+        storage_endpoint=config.get("storageEndpoint") or "",
+        service_account=config.get("serviceAccount") or "",
+        kms_key_name=config.get("kmsKeyName") or "",
+        deadline_seconds=config.get_int("deadlineSeconds") or 0,
+        extra={
+            "keepVersions": config.get_int("keepVersions") or 5,
+            # [first, longest] seconds between status polls of a remote tuning job (the emulator stack uses tenths).
+            "poll": config.get_object("pollSeconds") or [10.0, 300.0],
+        },
+    )
+
+
+def main() -> None:
+    from tuneform.spec.loader import SpecErrors
+
+    config = pulumi.Config("tuneform")
+    repo_root = Path(os.getcwd()).resolve()
+    settings = settings_from_config(config, repo_root)
+    try:
+        prepared = prepare(repo_root, settings.target, progress=lambda line: pulumi.log.info(line))
+    except SpecErrors as errors:
+        # RunError prints the message without a Python traceback: the problems are the user's to fix.
+        raise pulumi.RunError(str(errors)) from None
+    max_cost = config.get_float("maxTrainingCost")
+    port = config.get_int("endpointPort") or DEFAULT_PORT
+    for index, model in enumerate(prepared):
+        tuned = TunedModel(
+            model,
+            settings,
+            port=port + index if settings.target == "local" else None,
+            max_training_cost=max_cost,
+        )
+        pulumi.export(model.spec.name, tuned.outputs)

