@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from pulumi_cli import PulumiCLI, copy_project
 from training_helpers import TICKETS, build_tiny_model, write_slice
 

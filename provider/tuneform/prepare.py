@@ -12,12 +12,13 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from tuneform.spec.model import ResolvedSpec
 
 if TYPE_CHECKING:
     from tuneform.catalogue import ModelInfo
+    from tuneform.datasets import DatasetSummary
 
 DEFAULT_LOCAL_EPOCHS = 3
 """Epochs the local trainer runs when a spec leaves ``hyperparameters.epochs`` unset."""
@@ -110,14 +111,14 @@ def _default_epochs(target: str, entry: ModelInfo | None) -> int:
     if target == "local":
         return DEFAULT_LOCAL_EPOCHS
     # The same assumption as `tuneform plan`, so preview and plan show the same tokens and cost.
-    return entry.estimate_epochs() if entry is not None else DEFAULT_LOCAL_EPOCHS
+    return entry.estimate_epochs if entry is not None else DEFAULT_LOCAL_EPOCHS
 
 
 def _prepare_dataset(
     repo_root: Path,
     spec: ResolvedSpec,
-    split: str,
-    problems: list,  # type: ignore[type-arg]
+    split: Literal["train", "validation"],
+    problems: list[Any],
     say: Callable[[str], None],
 ) -> PreparedDataset | None:
     from tuneform import catalogue
@@ -157,7 +158,7 @@ def _prepare_dataset(
     return _from_summary(split, written, summary)
 
 
-def _from_summary(split: str, written: str, summary) -> PreparedDataset:  # type: ignore[no-untyped-def]
+def _from_summary(split: str, written: str, summary: DatasetSummary) -> PreparedDataset:
     return PreparedDataset(
         split=split,
         source=written,

@@ -8,6 +8,7 @@ and no Python traceback.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -180,17 +181,52 @@ def main() -> None:
     repo_root = Path(os.getcwd()).resolve()
     settings = settings_from_config(config, repo_root)
     try:
-        prepared = prepare(repo_root, settings.target, progress=lambda line: pulumi.log.info(line))
+        prepared = prepare(repo_root, settings.target, progress=pulumi.log.info)
     except SpecErrors as errors:
         # RunError prints the message without a Python traceback: the problems are the user's to fix.
         raise pulumi.RunError(str(errors)) from None
+    storage: list[pulumi.Resource] = []
+    if settings.target == "vertex":
+        settings, storage = _vertex_storage(config, settings)
     max_cost = config.get_float("maxTrainingCost")
     port = config.get_int("endpointPort") or DEFAULT_PORT
-    for index, model in enumerate(prepared):
+    # Ports follow the models' names, so adding a spec does not move the endpoints of the others.
+    ports = {model.spec.name: port + index for index, model in enumerate(sorted(prepared, key=lambda m: m.spec.name))}
+    for model in prepared:
         tuned = TunedModel(
             model,
             settings,
-            port=port + index if settings.target == "local" else None,
+            port=ports[model.spec.name] if settings.target == "local" else None,
             max_training_cost=max_cost,
+            opts=pulumi.ResourceOptions(depends_on=storage),
         )
         pulumi.export(model.spec.name, tuned.outputs)
+
+
+def _vertex_storage(config: pulumi.Config, settings: BackendSettings) -> tuple[BackendSettings, list[pulumi.Resource]]:
+    """The dataset bucket and its IAM (pulumi-gcp), unless the stack names an existing bucket.
+
+    The bucket's name is fixed before anything is created (``bucketName``, default ``<project>-tuneform-<stack>``)
+    because the dynamic providers carry it as plain data.
+    """
+    from tuneform.resources.storage import declare_vertex_storage
+
+    storage_config: dict[str, Any] = {
+        "project": settings.project,
+        "region": settings.region,
+        "bucket": settings.bucket,
+        "projectNumber": config.get("projectNumber"),
+        "serviceAccount": settings.service_account or None,
+        "kmsKeyName": settings.kms_key_name or None,
+        "enableApis": config.get_bool("enableApis") or False,
+        "openModels": config.get_bool("openModels") or False,
+        "labels": config.get_object("labels") or {},
+        "forceDestroy": config.get_bool("forceDestroy") or False,
+    }
+    if not settings.bucket:
+        storage_config["bucketName"] = config.get("bucketName") or f"{settings.project}-tuneform-{pulumi.get_stack()}"
+    try:
+        _, resources = declare_vertex_storage(pulumi.get_stack(), storage_config)
+    except ValueError as error:
+        raise pulumi.RunError(str(error)) from None
+    return replace(settings, bucket=settings.bucket or storage_config["bucketName"]), resources

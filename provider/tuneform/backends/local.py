@@ -149,8 +149,8 @@ class LocalBackend:
                 bufsize=1,
             )
             assert child.stdout is not None
-            for line in child.stdout:
-                line = line.rstrip()
+            for raw in child.stdout:
+                line = raw.rstrip()
                 log.write(line + "\n")
                 log.flush()
                 tail.append(line)

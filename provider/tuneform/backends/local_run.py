@@ -14,13 +14,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def run(run_dir: Path) -> dict:  # type: ignore[type-arg]
+def run(run_dir: Path) -> dict[str, Any]:
     from tuneform.training import TrainConfig, evaluate, resolve_base_model, train
 
     request = json.loads((run_dir / "request.json").read_text())
@@ -78,10 +79,13 @@ def run(run_dir: Path) -> dict:  # type: ignore[type-arg]
     return outcome
 
 
-def _integral(values: dict | None) -> dict | None:  # type: ignore[type-arg]
+def _integral(values: dict[str, Any] | None) -> dict[str, Any] | None:
     if values is None:
         return None
-    return {k: int(v) if isinstance(v, float) and v.is_integer() and k in ("rank", "alpha") else v for k, v in values.items()}
+    return {
+        k: int(v) if isinstance(v, float) and v.is_integer() and k in ("rank", "alpha") else v
+        for k, v in values.items()
+    }
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ class BackendSettings:
 
     target: str
     repo_root: str
-    """Absolute path of the repository holding ``Pulumi.yaml``; the local registry lives in ``<repo_root>/.tuneform``."""
+    """Absolute path of the repository holding ``Pulumi.yaml``; the local registry is ``<repo_root>/.tuneform``."""
     cache_dir: str = ""
     """Per-user cache (converted base models); empty = ``$TUNEFORM_CACHE`` or ``~/.cache/tuneform`` at run time."""
     endpoint_host: str = "127.0.0.1"
@@ -56,7 +57,7 @@ def build_backend(settings: BackendSettings) -> Backend:
     raise ValueError(f"unknown target {settings.target!r}: expected 'local' or 'vertex'")
 
 
-def progress_printer(resource: str):  # type: ignore[no-untyped-def]
+def progress_printer(resource: str) -> Callable[[str], None]:
     """A progress callback that prints timestamped lines to stderr, which the Pulumi CLI passes through."""
     started = time.monotonic()
 

@@ -48,7 +48,9 @@ class EndpointProvider(ResourceProvider):
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # A server found dead by `pulumi refresh` is restarted by the next `pulumi up`.
-        return diff_inputs(olds, news, replace_on=("name",), update_on=_UPDATE_ON, force_update=not olds.get("healthy"))
+        return diff_inputs(
+            olds, news, replace_on=("name",), update_on=_UPDATE_ON, force_update=not olds.get("healthy")
+        )
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         emit = progress_printer(f"{news['name']}/endpoint")

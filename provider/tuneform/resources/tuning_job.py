@@ -72,7 +72,9 @@ class TuningJobProvider(ResourceProvider):
             mode=props["mode"],
             adapter_size=props.get("adapterSize"),
             hyperparameters=dict(props.get("hyperparameters") or {}),
-            train=DatasetArtifact(props["trainSha256"], props["trainUri"], props["trainExamples"], props["trainTokens"]),
+            train=DatasetArtifact(
+                props["trainSha256"], props["trainUri"], props["trainExamples"], props["trainTokens"]
+            ),
             validation=validation,
             description=props.get("description", ""),
             labels=dict(props.get("labels") or {}),

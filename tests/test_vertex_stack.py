@@ -1,0 +1,135 @@
+"""The vertex target end to end: the real Pulumi CLI, the shipped specs, fake-gcs-server and the tuning-API emulator.
+
+The stack names an existing bucket, so it needs no pulumi-gcp plugin (which cannot be installed here). Every request
+the provider sends is parsed by the emulator into the API's own proto types; a misspelt field fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from emulators.fake_gcs import FakeGcs
+from emulators.tuning_api import Outcome, TuningApiEmulator
+from pulumi_cli import PulumiCLI, copy_project
+
+pytestmark = [pytest.mark.cli, pytest.mark.emulator]
+
+BUCKET = "tuneform-stack-test"
+
+
+@pytest.fixture
+def emulators():  # type: ignore[no-untyped-def]
+    with FakeGcs() as gcs, TuningApiEmulator(queued_seconds=0.2, running_seconds=1.0) as tuning:
+        gcs.create_bucket(BUCKET)
+        yield gcs, tuning
+
+
+def stored_datasets(gcs: FakeGcs) -> set[str]:
+    listing = httpx.get(f"{gcs.url}/storage/v1/b/{BUCKET}/o", params={"prefix": "datasets/"}, timeout=10).json()
+    return {item["name"] for item in listing.get("items", [])}
+
+
+def set_epochs(project: Path, epochs: int) -> None:
+    spec = project / "tuning_specs" / "ticket-router.yaml"
+    text = spec.read_text()
+    start = text.index("    epochs: ")
+    end = text.index("\n", start)
+    spec.write_text(text[:start] + f"    epochs: {epochs}" + text[end:])
+
+
+def stack(pulumi_cli, tmp_path: Path, gcs: FakeGcs, tuning: TuningApiEmulator) -> tuple[PulumiCLI, Path]:  # type: ignore[no-untyped-def]
+    project = copy_project(tmp_path / "project", include=("Pulumi.yaml", "__main__.py", "tuning_specs"))
+    cli: PulumiCLI = pulumi_cli(project)
+    cli.stack_init(
+        "vertex-test",
+        config={
+            "tuneform:target": "vertex",
+            "tuneform:project": "test-project",
+            "tuneform:region": "us-central1",
+            "tuneform:bucket": BUCKET,
+            "tuneform:apiEndpoint": tuning.url,
+            "tuneform:storageEndpoint": gcs.url,
+            "tuneform:pollSeconds": "[0.1, 0.5]",
+            "tuneform:deadlineSeconds": "120",
+        },
+    )
+    return cli, project
+
+
+def test_vertex_stack_lifecycle(pulumi_cli, tmp_path: Path, emulators) -> None:  # type: ignore[no-untyped-def]
+    gcs, tuning = emulators
+    cli, project = stack(pulumi_cli, tmp_path, gcs, tuning)
+
+    cli.up(timeout=300)
+    outputs = cli.outputs()
+    specs = sorted(p.stem for p in (project / "tuning_specs").glob("*.yaml"))
+    assert sorted(outputs) == specs
+    assert tuning.creates == len(specs), "one tuning job per spec"
+    router = outputs["ticket-router"]
+    assert router["model"].startswith("projects/") and router["model"].endswith("@1")
+    assert router["version"] == 1
+    assert "/locations/us-central1/endpoints/" in router["endpoint"]
+    assert router["endpoint"].endswith(":generateContent")
+    uploaded = stored_datasets(gcs)
+    assert len(uploaded) == 4 and all(name.endswith(".jsonl") for name in uploaded)
+
+    cli.up("--expect-no-changes", timeout=300)
+    assert tuning.creates == len(specs)
+
+    set_epochs(project, 4)
+    preview = cli.preview()
+    assert "replace" in preview.stdout and "hyperparameters" in preview.stdout
+    cli.up(timeout=300)
+    router = cli.outputs()["ticket-router"]
+    assert router["version"] == 2, "re-tuning the same name yields the next version of the same registry model"
+    assert tuning.creates == len(specs) + 1
+    assert stored_datasets(gcs) == uploaded, "unchanged datasets are not uploaded again"
+
+
+def test_killed_up_adopts_the_running_job(pulumi_cli, tmp_path: Path, emulators) -> None:  # type: ignore[no-untyped-def]
+    gcs, tuning = emulators
+    cli, project = stack(pulumi_cli, tmp_path, gcs, tuning)
+    cli.up(timeout=300)
+    creates = tuning.creates
+
+    set_epochs(project, 5)
+    tuning.script(Outcome(running_seconds=8.0))
+    command = [str(cli.bin_dir / "pulumi"), "up", "--yes", "--stack", "vertex-test", "--color=never"]
+    killed = subprocess.Popen(
+        command, cwd=project, env=cli.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while tuning.creates == creates and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert tuning.creates == creates + 1, "the job was submitted before the kill"
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+
+    # A killed CLI leaves its lock and a pending create behind; these are the documented ways out.
+    cli.run("cancel", "--yes", "--stack", "vertex-test")
+    cli.refresh("--clear-pending-creates", timeout=300)
+    cli.up(timeout=300)
+    assert tuning.creates == creates + 1, "the second `pulumi up` adopted the running job instead of paying twice"
+    assert cli.outputs()["ticket-router"]["version"] == 2
+
+
+def test_failed_job_fails_the_update_with_its_message(pulumi_cli, tmp_path: Path, emulators) -> None:  # type: ignore[no-untyped-def]
+    gcs, tuning = emulators
+    cli, project = stack(pulumi_cli, tmp_path, gcs, tuning)
+    cli.up(timeout=300)
+    before = {r["urn"]: r.get("id") for r in cli.resources()}
+
+    set_epochs(project, 6)
+    tuning.script(Outcome(state="JOB_STATE_FAILED", error_message="Dataset has too many invalid examples"))
+    failed = cli.up(check=False, timeout=300)
+    assert failed.returncode != 0
+    assert "Dataset has too many invalid examples" in failed.stdout + failed.stderr
+    after = {r["urn"]: r.get("id") for r in cli.resources()}
+    assert after == before, "a failed job leaves the stack as it was: no half-made resources"
+    assert cli.outputs()["ticket-router"]["version"] == 1
