@@ -102,7 +102,12 @@ def test_killed_up_adopts_the_running_job(pulumi_cli, tmp_path: Path, emulators)
     tuning.script(Outcome(running_seconds=8.0))
     command = [str(cli.bin_dir / "pulumi"), "up", "--yes", "--stack", "vertex-test", "--color=never"]
     killed = subprocess.Popen(
-        command, cwd=project, env=cli.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        command,
+        cwd=project,
+        env=cli.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while tuning.creates == creates and time.monotonic() < deadline:

@@ -191,12 +191,13 @@ def main() -> None:
     max_cost = config.get_float("maxTrainingCost")
     port = config.get_int("endpointPort") or DEFAULT_PORT
     # Ports follow the models' names, so adding a spec does not move the endpoints of the others.
-    ports = {model.spec.name: port + index for index, model in enumerate(sorted(prepared, key=lambda m: m.spec.name))}
+    serving = sorted(model.spec.name for model in prepared if model.spec.endpoint.deploy)
+    ports = {name: port + index for index, name in enumerate(serving)}
     for model in prepared:
         tuned = TunedModel(
             model,
             settings,
-            port=ports[model.spec.name] if settings.target == "local" else None,
+            port=ports.get(model.spec.name) if settings.target == "local" else None,
             max_training_cost=max_cost,
             opts=pulumi.ResourceOptions(depends_on=storage),
         )
