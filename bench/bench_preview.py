@@ -136,6 +136,51 @@ def time_project(
         return _time_previews(cli, repeats)
 
 
+SPEC_TEMPLATE = """\
+apiVersion: tuneform/v1
+kind: TunedModel
+metadata:
+  name: {name}
+  labels: {{team: bench}}
+spec:
+  baseModel: smollm2-135m-instruct
+  mode: adapter
+  adapterSize: 4
+  hyperparameters: {{epochs: 2, learningRate: 0.0002}}
+  dataset:
+    format: gemini
+    train: datasets/{name}/train.jsonl
+    validation: datasets/{name}/validation.jsonl
+  endpoint: {{deploy: true}}
+"""
+
+
+def generate_spec_project(directory: Path, count: int) -> Path:
+    """Writes a tuneform project with ``count`` specs, each with its own slice of the ticket-router example data.
+
+    Args:
+        directory: Where to create the project.
+        count: Number of tuned-model specs.
+
+    Returns:
+        The project directory.
+    """
+    examples = (REPO_ROOT / "tuning_specs" / "datasets" / "ticket-router" / "train.jsonl").read_text().splitlines()
+    specs = directory / "tuning_specs"
+    for index in range(count):
+        name = f"model-{index:03d}"
+        data = specs / "datasets" / name
+        data.mkdir(parents=True)
+        # Distinct slices: each spec has its own dataset hash, as in a real repository.
+        start = (index * 7) % (len(examples) - 40)
+        (data / "train.jsonl").write_text("\n".join(examples[start : start + 30]) + "\n")
+        (data / "validation.jsonl").write_text("\n".join(examples[start + 30 : start + 36]) + "\n")
+        (specs / f"{name}.yaml").write_text(SPEC_TEMPLATE.format(name=name))
+    shutil.copy(REPO_ROOT / "Pulumi.yaml", directory / "Pulumi.yaml")
+    shutil.copy(REPO_ROOT / "__main__.py", directory / "__main__.py")
+    return directory
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark and prints the medians and their ratio.
 
@@ -149,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=100, help="trivial resources in the baseline (default 100)")
     parser.add_argument("--repeats", type=int, default=5, help="timed previews per side (default 5)")
     parser.add_argument("--project", type=Path, help="Pulumi project to compare against the baseline")
+    parser.add_argument("--specs", type=int, help="generate a tuneform project with this many specs and compare it")
     parser.add_argument("--stack", default="local", help="stack of --project (default local)")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="extra stack config")
     args = parser.parse_args(argv)
@@ -160,11 +206,14 @@ def main(argv: list[str] | None = None) -> int:
 
     baseline = statistics.median(time_baseline(args.count, args.repeats))
     print(f"pulumi preview, {args.count} trivial dynamic resources: {baseline:.2f}s (median of {args.repeats})")
-    if args.project is None:
+    if args.project is None and args.specs is None:
         return 0
     config = dict(item.split("=", 1) for item in args.config)
-    project = statistics.median(time_project(args.project, args.stack, config, args.repeats))
-    print(f"pulumi preview, {args.project}: {project:.2f}s (median of {args.repeats})")
+    with tempfile.TemporaryDirectory() as tmp:
+        project_dir = args.project or generate_spec_project(Path(tmp) / "specs", args.specs)
+        label = args.project or f"{args.specs} tuneform specs"
+        project = statistics.median(time_project(project_dir, args.stack, config, args.repeats))
+    print(f"pulumi preview, {label}: {project:.2f}s (median of {args.repeats})")
     print(f"ratio: {project / baseline:.2f}x (goal: <= 1.5x)")
     return 0
 
