@@ -207,7 +207,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    target: Target = args.target
+    if args.base is not None:
+        from tuneform.review import plan_against_base
+
+        return plan_against_base(args.base, target=args.target, format=args.format, paths=args.paths, progress=_stderr)
+    target: Target = args.target or "local"
     try:
         docs = load_specs(_spec_files(args.paths))
     except SpecErrors as errors:
@@ -265,7 +269,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Per tuned model: base model, mode, examples, tokens per epoch, epochs, training tokens, cost.",
     )
     plan.add_argument("paths", nargs="*", help="spec files or directories (default: tuning_specs/)")
-    plan.add_argument("--target", choices=list(TARGETS), default="local", help="target to plan for (default: local)")
+    plan.add_argument("--target", choices=list(TARGETS), help="target to plan for (default: local; with --base: both)")
+    plan.add_argument(
+        "--base",
+        metavar="REF",
+        help="compare with this git commit (e.g. origin/main): per model created / re-tuned / updated / removed",
+    )
     plan.add_argument("--format", choices=["text", "markdown"], default="text", help="output format (default: text)")
     plan.add_argument(
         "--exact-tokens",
