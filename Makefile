@@ -71,7 +71,9 @@ typecheck:
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when nothing was collected (e.g. a marker selection matching no test); that is not a failure.
+# fake-gcs-server is a test-only dependency (the Vertex tests' storage emulator): built here, once per machine.
 test: bootstrap lint typecheck
+	scripts/build_fake_gcs.sh >/dev/null
 	rc=0; $(VENV)/bin/pytest -n $(PYTEST_WORKERS) -m "$(PYTEST_MARKERS)" || rc=$$?; \
 	if [[ $$rc == 5 ]]; then echo "pytest: no tests selected"; rc=0; fi; exit $$rc
 

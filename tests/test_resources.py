@@ -216,3 +216,57 @@ def test_providers_pickle_without_clients() -> None:
         restored = dill.loads(dill.dumps(provider, recurse=True))
         assert restored.settings == SETTINGS
         assert len(pickle.dumps(provider.settings)) < 2048
+
+
+class TestEvaluationGate:
+    """`spec.endpoint.promote`: a new version takes traffic only if it beats the serving one."""
+
+    PROMOTE = {"metric": "exactMatch", "minImprovement": 0.02}
+
+    def props(self, version: int, score: float) -> dict[str, Any]:
+        return {
+            "name": "ticket-router",
+            "modelName": "ticket-router",
+            "traffic": {str(version): 100},
+            "versions": {},
+            "port": 8765,
+            "promote": self.PROMOTE,
+            "candidateVersion": version,
+            "candidateMetrics": {"exactMatch": score},
+        }
+
+    def test_holds_a_worse_version_and_promotes_a_better_one(self, backend: InMemoryBackend) -> None:
+        provider = EndpointProvider(SETTINGS)
+        first = provider.create(self.props(1, 0.50))
+        assert first.outs["servedTraffic"] == {"1": 100}
+
+        worse = provider.update(first.id, first.outs, self.props(2, 0.51))
+        assert worse.outs["servedTraffic"] == {"1": 100}, "v2 beats v1 by 0.01 < 0.02: held"
+        assert worse.outs["promotion"] == {
+            "outcome": "held",
+            "metric": "exactMatch",
+            "minImprovement": 0.02,
+            "candidate": {"version": 2, "score": 0.51},
+            "serving": {"version": 1, "score": 0.50},
+        }
+        assert backend.endpoints["ticket-router"].traffic == {1: 100}
+
+        better = provider.update(first.id, worse.outs, self.props(3, 0.60))
+        assert better.outs["servedTraffic"] == {"3": 100}
+        assert better.outs["promotion"]["outcome"] == "promoted"
+        assert better.outs["promotion"]["serving"] == {"version": 1, "score": 0.50}
+
+    def test_a_version_without_the_metric_is_held(self, backend: InMemoryBackend) -> None:
+        provider = EndpointProvider(SETTINGS)
+        first = provider.create(self.props(1, 0.5))
+        unmeasured = {**self.props(2, 0.9), "candidateMetrics": {}}
+        held = provider.update(first.id, first.outs, unmeasured)
+        assert held.outs["promotion"]["outcome"] == "held"
+        assert held.outs["servedTraffic"] == {"1": 100}
+
+    def test_without_a_gate_the_spec_traffic_applies(self, backend: InMemoryBackend) -> None:
+        provider = EndpointProvider(SETTINGS)
+        first = provider.create({**self.props(1, 0.5), "promote": None})
+        moved = provider.update(first.id, first.outs, {**self.props(2, 0.1), "promote": None})
+        assert moved.outs["servedTraffic"] == {"2": 100}
+        assert moved.outs["promotion"] is None

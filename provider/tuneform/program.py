@@ -86,6 +86,7 @@ class TunedModel(pulumi.ComponentResource):
                 "estimatedTrainingTokens": prepared.training_tokens,
                 "estimatedCost": prepared.estimated_cost,
                 "maxTrainingCost": max_training_cost,
+                "region": settings.region or None,
             },
             opts=child,
         )
@@ -112,6 +113,7 @@ class TunedModel(pulumi.ComponentResource):
         }
         if spec.endpoint.deploy:
             traffic = job.version.apply(lambda latest: resolve_traffic(spec.endpoint.traffic, latest))
+            serving_version, version_metrics = _registry_view(settings, spec.name)
             endpoint = Endpoint(
                 f"{spec.name}-endpoint",
                 settings,
@@ -120,11 +122,35 @@ class TunedModel(pulumi.ComponentResource):
                 traffic=traffic,
                 versions=traffic.apply(lambda split: {v: f"{spec.name}@{v}" for v in split}),
                 port=port,
+                promote=spec.endpoint.promote,
+                candidate_version=job.version,
+                candidate_metrics=job.metrics,
+                serving_version=serving_version,
+                version_metrics=version_metrics,
                 opts=child,
             )
             outputs.update(endpoint=endpoint.url, apiKey=endpoint.apiKey, traffic=endpoint.servedTraffic)
+            if spec.endpoint.promote:
+                outputs["promotion"] = endpoint.promotion
         self.outputs = outputs
         self.register_outputs(outputs)
+
+
+def _registry_view(settings: BackendSettings, name: str) -> tuple[int | None, dict[str, dict[str, float]] | None]:
+    """What the local registry says before the update: the version serving most traffic, and every version's metrics.
+
+    Read at preview time too, so policies can judge a traffic shift before anything runs. Vertex keeps no local
+    registry: there the endpoint's own state carries the metrics it has seen.
+    """
+    if settings.target != "local":
+        return None, None
+    from tuneform.registry import Registry
+
+    registry = Registry(Path(settings.repo_root) / ".tuneform")
+    versions = registry.versions(name)
+    serving = registry.serving(name)
+    metrics = {str(version.number): dict(version.metrics) for version in versions}
+    return (max(serving) if serving else None), (metrics or None)
 
 
 def resolve_traffic(traffic: dict[str, int] | None, latest: int | None) -> dict[str, int]:

@@ -14,17 +14,55 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from tuneform.resources._provider import BackendSettings, build_backend, diff_inputs, progress_printer
 
-_UPDATE_ON = ("traffic", "modelName", "port", "versions")
+_UPDATE_ON = ("traffic", "modelName", "port", "versions", "promote", "candidateVersion")
 
 
-def _request(props: dict[str, Any], api_key: str | None) -> Any:
+def gate(props: dict[str, Any], olds: dict[str, Any] | None) -> tuple[dict[str, int], dict[str, Any] | None]:
+    """The evaluation gate of ``spec.endpoint.promote``: which traffic to serve, and why.
+
+    A new version only takes the traffic the spec gives it if its score on ``metric`` beats the version serving now
+    by at least ``minImprovement``; otherwise the endpoint keeps serving what it served. A missing score holds too:
+    promotion must be earned, never assumed.
+    """
+    wanted = {str(version): int(percent) for version, percent in (props.get("traffic") or {}).items()}
+    promote = props.get("promote")
+    served = {str(v): int(p) for v, p in ((olds or {}).get("servedTraffic") or {}).items()}
+    candidate = props.get("candidateVersion")
+    if not promote or not served or candidate is None or str(int(candidate)) in served:
+        return wanted, None
+    candidate = str(int(candidate))
+    metric = str(promote.get("metric", "exactMatch"))
+    margin = float(promote.get("minImprovement", 0.0))
+    serving = max(served, key=lambda version: served[version])
+    known = {**_metrics_seen(props, olds), candidate: props.get("candidateMetrics") or {}}
+    candidate_score = known.get(candidate, {}).get(metric)
+    serving_score = known.get(serving, {}).get(metric)
+    promoted = candidate_score is not None and serving_score is not None and candidate_score >= serving_score + margin
+    outcome = {
+        "outcome": "promoted" if promoted else "held",
+        "metric": metric,
+        "minImprovement": margin,
+        "candidate": {"version": int(candidate), "score": candidate_score},
+        "serving": {"version": int(serving), "score": serving_score},
+    }
+    return (wanted if promoted else served), outcome
+
+
+def _request(props: dict[str, Any], traffic: dict[str, int], api_key: str | None) -> Any:
     from tuneform.backends.base import EndpointRequest
 
     settings = {"port": props.get("port"), "versions": props.get("versions") or {}}
     if api_key:
         settings["api_key"] = api_key
-    traffic = {int(version): int(percent) for version, percent in (props.get("traffic") or {}).items()}
-    return EndpointRequest(name=props["name"], model=props["modelName"], traffic=traffic, settings=settings)
+    split = {int(version): int(percent) for version, percent in traffic.items()}
+    return EndpointRequest(name=props["name"], model=props["modelName"], traffic=split, settings=settings)
+
+
+def _metrics_seen(props: dict[str, Any], olds: dict[str, Any] | None) -> dict[str, Any]:
+    seen = {**((olds or {}).get("versionMetrics") or {}), **(props.get("versionMetrics") or {})}
+    if props.get("candidateVersion") is not None:
+        seen[str(int(props["candidateVersion"]))] = props.get("candidateMetrics") or {}
+    return seen
 
 
 def _state_outputs(state: Any) -> dict[str, Any]:
@@ -43,8 +81,10 @@ class EndpointProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         emit = progress_printer(f"{props['name']}/endpoint")
-        state = build_backend(self.settings).deploy(_request(props, None), None, emit)
-        return CreateResult(id_=state.endpoint_id, outs={**props, **_state_outputs(state)})
+        traffic, promotion = gate(props, None)
+        state = build_backend(self.settings).deploy(_request(props, traffic, None), None, emit)
+        outs = {**props, **_state_outputs(state), "promotion": promotion, "versionMetrics": _metrics_seen(props, None)}
+        return CreateResult(id_=state.endpoint_id, outs=outs)
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # A server found dead by `pulumi refresh` is restarted by the next `pulumi up`.
@@ -54,8 +94,17 @@ class EndpointProvider(ResourceProvider):
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         emit = progress_printer(f"{news['name']}/endpoint")
-        state = build_backend(self.settings).deploy(_request(news, olds.get("apiKey")), id_, emit)
-        return UpdateResult(outs={**news, **_state_outputs(state)})
+        traffic, promotion = gate(news, olds)
+        if promotion is not None:
+            emit(
+                f"evaluation gate: {promotion['outcome']} version {promotion['candidate']['version']} "
+                f"({promotion['metric']} {promotion['candidate']['score']} vs serving version "
+                f"{promotion['serving']['version']} at {promotion['serving']['score']}, "
+                f"required improvement {promotion['minImprovement']})"
+            )
+        state = build_backend(self.settings).deploy(_request(news, traffic, olds.get("apiKey")), id_, emit)
+        outs = {**news, **_state_outputs(state), "promotion": promotion, "versionMetrics": _metrics_seen(news, olds)}
+        return UpdateResult(outs=outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         state = build_backend(self.settings).endpoint_status(id_)
@@ -76,6 +125,7 @@ class Endpoint(Resource, module="tuneform", name="Endpoint"):
     healthy: pulumi.Output[bool]
     apiKey: pulumi.Output[str]
     servedTraffic: pulumi.Output[dict]
+    promotion: pulumi.Output[dict]
 
     def __init__(
         self,
@@ -87,6 +137,11 @@ class Endpoint(Resource, module="tuneform", name="Endpoint"):
         traffic: pulumi.Input[dict],
         versions: pulumi.Input[dict],
         port: int | None,
+        promote: dict[str, Any] | None = None,
+        candidate_version: pulumi.Input[int] | None = None,
+        candidate_metrics: pulumi.Input[dict] | None = None,
+        serving_version: int | None = None,
+        version_metrics: dict[str, dict[str, float]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
@@ -95,6 +150,13 @@ class Endpoint(Resource, module="tuneform", name="Endpoint"):
             "traffic": traffic,
             "versions": versions,
             "port": port,
+            "promote": promote,
+            "candidateVersion": candidate_version,
+            "candidateMetrics": candidate_metrics,
+            # Known before the update (the local registry): lets policies judge a traffic shift at preview time.
+            "servingVersion": serving_version,
+            "versionMetrics": version_metrics,
+            "promotion": None,
             "endpointId": None,
             "url": None,
             "healthy": None,
