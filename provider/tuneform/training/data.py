@@ -1,0 +1,153 @@
+"""Gemini-format JSONL -> chat messages -> token ids with a mask over the model turns.
+
+Why not TRL's ``assistant_only_loss``: it needs ``{% generation %}`` markers in the chat template, and SmolLM2's
+template (like most shipped ones) has none. A hand-written marked copy of the template would have to be kept
+identical to the model's own template forever. Instead each conversation is rendered with the model's *own*
+template once per model turn: the text before a model turn is the render of the earlier messages with
+``add_generation_prompt=True`` (exactly the prompt the model sees at inference), and the model turn is what the
+render of one more message adds (its content plus the end-of-turn token, so the model learns to stop). Segments are
+tokenized separately, as inference tokenizes the prompt alone and then generates, and handed to ``SFTTrainer`` as
+``input_ids`` + ``assistant_masks``, from which TRL itself builds the ``labels``. Every model turn is trained,
+as on Vertex AI. A template for which a prefix render is not a prefix of the longer render is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneform.backends.base import BackendError
+
+ROLE_NAMES = {"user": "user", "model": "assistant"}
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One training example as chat messages, with where it came from."""
+
+    messages: list[dict[str, str]]
+    """``[{"role": "system"|"user"|"assistant", "content": str}, ...]``; the last one is an assistant turn."""
+    line: int
+    """1-based line in the JSONL file."""
+
+
+def _text_of(parts: Any, where: str) -> str:
+    if not isinstance(parts, list) or not parts:
+        raise BackendError(f"{where}.parts: expected a non-empty list of {{text: ...}}, got {parts!r}.")
+    texts = []
+    for index, part in enumerate(parts):
+        if not isinstance(part, dict) or not isinstance(part.get("text"), str):
+            raise BackendError(f"{where}.parts[{index}]: expected {{text: <string>}}, got {part!r}.")
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+def gemini_to_messages(record: dict[str, Any], where: str) -> list[dict[str, str]]:
+    """Convert one Gemini ``generateContent``-style record to chat messages.
+
+    Args:
+        record: ``{"systemInstruction"?: {parts}, "contents": [{"role": "user"|"model", "parts": [...]}, ...]}``.
+        where: Prefix for error messages, e.g. ``train.jsonl:12``.
+
+    Returns:
+        Messages with ``model`` renamed to ``assistant`` and the system instruction as a leading ``system`` message.
+
+    Raises:
+        BackendError: If the record is not in that shape or has no model turn to learn from.
+    """
+    messages: list[dict[str, str]] = []
+    system = record.get("systemInstruction")
+    if system is not None:
+        if not isinstance(system, dict):
+            raise BackendError(f"{where}: systemInstruction: expected {{parts: [...]}}, got {system!r}.")
+        messages.append({"role": "system", "content": _text_of(system.get("parts"), f"{where}: systemInstruction")})
+    contents = record.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise BackendError(f"{where}: contents: expected a non-empty list of turns, got {contents!r}.")
+    for index, turn in enumerate(contents):
+        role = turn.get("role") if isinstance(turn, dict) else None
+        if role not in ROLE_NAMES:
+            raise BackendError(f"{where}: contents[{index}].role: expected 'user' or 'model', got {role!r}.")
+        messages.append(
+            {"role": ROLE_NAMES[role], "content": _text_of(turn.get("parts"), f"{where}: contents[{index}]")}
+        )
+    if messages[-1]["role"] != "assistant":
+        raise BackendError(f"{where}: contents: expected the last turn to have role 'model', got {contents[-1]!r}.")
+    return messages
+
+
+def read_conversations(path: Path) -> list[Conversation]:
+    """Read a Gemini-format JSONL file.
+
+    Args:
+        path: The JSONL file, one example per line; blank lines are skipped.
+
+    Returns:
+        The examples in file order.
+
+    Raises:
+        BackendError: Listing every malformed line at once.
+    """
+    conversations: list[Conversation] = []
+    problems: list[str] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(raw)
+                if not isinstance(record, dict):
+                    raise BackendError(f"{where}: expected a JSON object, got {type(record).__name__}.")
+                conversations.append(Conversation(gemini_to_messages(record, where), number))
+            except json.JSONDecodeError as error:
+                problems.append(f"{where}:{error.colno}: expected JSON, got {error.msg}.")
+            except BackendError as error:
+                problems.append(str(error))
+    if problems:
+        raise BackendError("\n".join([f"{len(problems)} problems in {path}:", *problems]))
+    if not conversations:
+        raise BackendError(f"{path}: expected at least one example, got an empty file.")
+    return conversations
+
+
+def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The model's own chat template applied to ``messages``, ending with the cue for the model's turn."""
+    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+
+def tokenize_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> dict[str, list[int]]:
+    """Token ids of a whole conversation and a mask that is 1 on the model turns.
+
+    Args:
+        tokenizer: A tokenizer with a chat template.
+        messages: Chat messages; every ``assistant`` message is learned.
+
+    Returns:
+        ``{"input_ids": [...], "assistant_masks": [...]}`` of equal length.
+
+    Raises:
+        BackendError: If the chat template does not render conversations prefix-consistently.
+    """
+    input_ids: list[int] = []
+    masks: list[int] = []
+    done = ""
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = render_prompt(tokenizer, messages[:index])
+        full = str(tokenizer.apply_chat_template(messages[: index + 1], tokenize=False))
+        if not prompt.startswith(done) or not full.startswith(prompt):
+            raise BackendError(
+                "baseModel: its chat template does not render a conversation's beginning as a prefix of the whole "
+                "conversation, so the model turns cannot be located for the loss. Use a model with a "
+                "prefix-consistent template (ChatML, Llama 3, Gemma)."
+            )
+        context = tokenizer(prompt[len(done) :], add_special_tokens=False)["input_ids"]
+        answer = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+        input_ids += context + answer
+        masks += [0] * len(context) + [1] * len(answer)
+        done = full
+    return {"input_ids": input_ids, "assistant_masks": masks}

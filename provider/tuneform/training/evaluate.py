@@ -1,0 +1,208 @@
+"""Loading a tuned model for inference, generating a reply, and scoring a validation set.
+
+The prompt is always the model's own chat template with the generation cue, tokenized exactly as in training
+(:func:`tuneform.training.data.render_prompt`), so the served and evaluated model sees what it was trained on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tuneform.training.data import read_conversations, render_prompt, tokenize_conversation
+from tuneform.training.trainer import cpu_threads, pick_device
+
+EVAL_BATCH_SIZE = 16
+
+
+@dataclass
+class EvalMetrics:
+    """How a model does on a validation set."""
+
+    validation_loss: float
+    """Mean cross-entropy per model-turn token, teacher-forced."""
+    exact_match: float
+    """Share of examples whose greedy reply equals the reference model turn, both stripped of surrounding space."""
+    examples: int
+
+
+def load_for_inference(
+    base_model_dir: Path, artifact_dir: Path | None, kind: Literal["adapter", "full"] | None
+) -> tuple[Any, Any]:
+    """Load a model ready to generate: the base, the base with a LoRA adapter merged in, or full weights.
+
+    Args:
+        base_model_dir: The base model's HF directory.
+        artifact_dir: ``TrainResult.artifact_dir``; ``None`` for the base model itself.
+        kind: ``"adapter"`` or ``"full"`` (ignored when ``artifact_dir`` is ``None``).
+
+    Returns:
+        ``(model, tokenizer)``, the model in eval mode on the GPU when there is one.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = pick_device()
+    if device == "cpu":
+        torch.set_num_threads(cpu_threads(None))
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    weights_dir = artifact_dir if artifact_dir is not None and kind == "full" else base_model_dir
+    model: Any = AutoModelForCausalLM.from_pretrained(str(weights_dir), dtype=dtype)
+    if artifact_dir is not None and kind == "adapter":
+        from peft import PeftModel
+
+        # Merged weights generate as fast as the base model; the adapter is not trained further here.
+        model = PeftModel.from_pretrained(model, str(artifact_dir)).merge_and_unload()
+    tokenizer_dir = artifact_dir if artifact_dir is not None and (artifact_dir / "tokenizer.json").is_file() else None
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or base_model_dir))
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def _generation_kwargs(tokenizer: Any, max_new_tokens: int, temperature: float, top_p: float) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    }
+    if temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    *,
+    system: str | None = None,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> tuple[str, int, int, str]:
+    """Generate the model's next turn.
+
+    Args:
+        model: From :func:`load_for_inference`.
+        tokenizer: From :func:`load_for_inference`.
+        messages: ``[{"role": "user"|"assistant"|"system", "content": str}, ...]``.
+        system: A system instruction put before ``messages`` (Gemini's ``systemInstruction``).
+        max_new_tokens: Upper bound on the reply's tokens.
+        temperature: 0 = greedy; above 0 samples.
+        top_p: Nucleus sampling mass when sampling.
+        seed: Makes sampling repeatable.
+
+    Returns:
+        ``(text, prompt_tokens, completion_tokens, finish_reason)``; finish_reason is ``"stop"`` when the model
+        ended its turn and ``"length"`` when ``max_new_tokens`` cut it.
+    """
+    import torch
+
+    conversation = ([{"role": "system", "content": system}] if system else []) + list(messages)
+    prompt_ids = tokenizer(render_prompt(tokenizer, conversation), add_special_tokens=False, return_tensors="pt")
+    prompt_ids = prompt_ids.to(model.device)
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.inference_mode():
+        output = model.generate(**prompt_ids, **_generation_kwargs(tokenizer, max_new_tokens, temperature, top_p))
+    new_tokens = output[0, prompt_ids["input_ids"].shape[1] :].tolist()
+    stopped = bool(new_tokens) and new_tokens[-1] == tokenizer.eos_token_id
+    text = tokenizer.decode(new_tokens, skip_special_tokens=True)
+    return text, int(prompt_ids["input_ids"].shape[1]), len(new_tokens), "stop" if stopped else "length"
+
+
+def _validation_loss(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]]) -> float:
+    import torch
+
+    rows = [tokenize_conversation(tokenizer, messages) for messages in conversations]
+    total, count = 0.0, 0
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for start in range(0, len(rows), EVAL_BATCH_SIZE):
+        batch = rows[start : start + EVAL_BATCH_SIZE]
+        width = max(len(row["input_ids"]) for row in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        for i, row in enumerate(batch):
+            n = len(row["input_ids"])
+            ids[i, :n] = torch.tensor(row["input_ids"])
+            attention[i, :n] = 1
+            labels[i, :n] = torch.tensor(
+                [t if m else -100 for t, m in zip(row["input_ids"], row["assistant_masks"], strict=True)]
+            )
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(model.device), attention_mask=attention.to(model.device)).logits.float()
+        shifted = labels[:, 1:].to(model.device)
+        losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        total += float(losses)
+        count += int((shifted != -100).sum())
+    return total / count if count else math.nan
+
+
+def _exact_matches(
+    model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], max_new_tokens: int, progress: Any
+) -> int:
+    import torch
+
+    # Left padding so every row's generation starts right after its own prompt in a batch.
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    matches = 0
+    started = time.monotonic()
+    for start in range(0, len(conversations), EVAL_BATCH_SIZE):
+        batch = conversations[start : start + EVAL_BATCH_SIZE]
+        prompts = [render_prompt(tokenizer, messages[:-1]) for messages in batch]
+        encoded = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            output = model.generate(**encoded, **_generation_kwargs(tokenizer, max_new_tokens, 0.0, 1.0))
+        replies = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+        matches += sum(
+            reply.strip() == messages[-1]["content"].strip() for reply, messages in zip(replies, batch, strict=True)
+        )
+        done = start + len(batch)
+        progress(f"eval: {done}/{len(conversations)} generated, {time.monotonic() - started:.0f} s")
+    return matches
+
+
+def evaluate(
+    base_model_dir: Path,
+    artifact_dir: Path | None,
+    validation_file: Path,
+    *,
+    kind: Literal["adapter", "full"] | None = None,
+    max_new_tokens: int = 64,
+    progress: Callable[[str], None],
+) -> EvalMetrics:
+    """Score a model on a validation set: teacher-forced loss on the model turns, and greedy exact match.
+
+    Args:
+        base_model_dir: The base model's HF directory.
+        artifact_dir: The tuned adapter or weights; ``None`` scores the base model.
+        validation_file: Gemini-format JSONL; the last model turn of each example is the reference.
+        kind: ``"adapter"`` or ``"full"`` for ``artifact_dir``.
+        max_new_tokens: Generation budget per example.
+        progress: Receives a line per batch.
+
+    Returns:
+        Validation loss, exact match (0..1) and the number of examples.
+    """
+    label = "base model" if artifact_dir is None else f"{kind} {artifact_dir}"
+    progress(f"eval: {label} on {validation_file}")
+    model, tokenizer = load_for_inference(base_model_dir, artifact_dir, kind)
+    conversations = [conversation.messages for conversation in read_conversations(validation_file)]
+    loss = _validation_loss(model, tokenizer, conversations)
+    matches = _exact_matches(model, tokenizer, conversations, max_new_tokens, progress)
+    metrics = EvalMetrics(validation_loss=loss, exact_match=matches / len(conversations), examples=len(conversations))
+    progress(f"eval: {label}: validation loss {loss:.4f}, exact match {metrics.exact_match:.3f}")
+    return metrics

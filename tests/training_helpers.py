@@ -1,0 +1,81 @@
+"""Tiny real models for the trainer tests: a byte-level BPE tokenizer and a 2-layer Llama, built in a second.
+
+The tokenizer carries SmolLM2's own ChatML chat template, so the loss-mask and prompt code paths are the ones the
+default base model takes; only the sizes are small.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TICKETS = REPO / "tuning_specs" / "datasets" / "ticket-router"
+
+# SmolLM2-135M-Instruct's chat template, as its GGUF carries it.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def write_slice(source: Path, target: Path, count: int) -> Path:
+    """Copy the first ``count`` examples of a JSONL file."""
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)[:count]
+    target.write_text("".join(lines), encoding="utf-8")
+    return target
+
+
+def build_tiny_model(directory: Path, seed: int = 0) -> Path:
+    """Save a tiny random Llama and a BPE tokenizer trained on the example tickets into ``directory``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    texts = []
+    for name in ("train.jsonl", "validation.jsonl"):
+        for line in (TICKETS / name).read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            texts.append(record["systemInstruction"]["parts"][0]["text"])
+            texts.extend(part["text"] for turn in record["contents"] for part in turn["parts"])
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    backend = Tokenizer(models.BPE(unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        # Embeddings large enough that logits can move far from uniform: with the default 0.02 a LoRA on a
+        # 32-wide model cannot lower the loss below ln(vocab) in a few steps.
+        initializer_range=0.2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    return directory
