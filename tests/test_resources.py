@@ -270,3 +270,16 @@ class TestEvaluationGate:
         moved = provider.update(first.id, first.outs, {**self.props(2, 0.1), "promote": None})
         assert moved.outs["servedTraffic"] == {"2": 100}
         assert moved.outs["promotion"] is None
+
+
+def test_hundreds_of_dynamic_resources_do_not_nest_the_pickler() -> None:
+    """Regresses a RecursionError at about 80 specs: Pulumi 3.260 re-wraps the pickler on every dynamic resource."""
+    from pulumi.dynamic.dynamic import serialize_provider
+
+    from tuneform.resources._provider import unwrap_pickler_patch
+
+    for _ in range(1500):
+        unwrap_pickler_patch()
+        serialize_provider(TuningJobProvider(SETTINGS))
+    unwrap_pickler_patch()
+    assert pickle._Pickler._batch_setitems.__qualname__ == "_Pickler._batch_setitems"  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ inside each method; torch, transformers and google-cloud are imported by the bac
 
 from __future__ import annotations
 
+import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +43,25 @@ class BackendSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def unwrap_pickler_patch() -> None:
+    """Undo the pickler wrapper that Pulumi's dynamic ``Resource`` leaves behind, before declaring another one.
+
+    Pulumi 3.260's ``serialize_provider`` wraps ``pickle._Pickler._batch_setitems`` (to sort dict items) on every
+    dynamic resource and never unwraps it, so each resource adds a stack frame to every later pickling: a program
+    with a few hundred dynamic resources (about 80 specs) died with ``RecursionError``, and preview time grew with
+    the square of the number of resources. Restoring the original method keeps the sorting (Pulumi wraps it again
+    for its own call) without the growth.
+    """
+    method = pickle._Pickler._batch_setitems  # type: ignore[attr-defined]
+    while getattr(method, "__qualname__", "") != "_Pickler._batch_setitems" and getattr(method, "__closure__", None):
+        inner = [cell.cell_contents for cell in method.__closure__ if callable(cell.cell_contents)]
+        if not inner:
+            return
+        method = inner[0]
+    if getattr(method, "__qualname__", "") == "_Pickler._batch_setitems":
+        pickle._Pickler._batch_setitems = method  # type: ignore[attr-defined]
 
 
 def build_backend(settings: BackendSettings) -> Backend:

@@ -12,7 +12,13 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from tuneform.resources._provider import BackendSettings, build_backend, diff_inputs, progress_printer
+from tuneform.resources._provider import (
+    BackendSettings,
+    build_backend,
+    diff_inputs,
+    progress_printer,
+    unwrap_pickler_patch,
+)
 
 _REPLACE_ON = ("sha256", "split", "model")
 _UPDATE_ON = ("source", "format")
@@ -93,4 +99,5 @@ class Dataset(Resource, module="tuneform", name="Dataset"):
             "convertedPath": converted_path,
             "uri": None,
         }
+        unwrap_pickler_patch()
         super().__init__(DatasetProvider(settings), resource_name, props, opts)

@@ -12,7 +12,13 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from tuneform.resources._provider import BackendSettings, build_backend, diff_inputs, progress_printer
+from tuneform.resources._provider import (
+    BackendSettings,
+    build_backend,
+    diff_inputs,
+    progress_printer,
+    unwrap_pickler_patch,
+)
 
 _UPDATE_ON = ("traffic", "modelName", "port", "versions", "promote", "candidateVersion")
 
@@ -164,4 +170,5 @@ class Endpoint(Resource, module="tuneform", name="Endpoint"):
             "servedTraffic": None,
         }
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["apiKey"]))
+        unwrap_pickler_patch()
         super().__init__(EndpointProvider(settings), resource_name, props, opts)

@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from tuneform.resources._provider import BackendSettings, build_backend, diff_inputs
+from tuneform.resources._provider import BackendSettings, build_backend, diff_inputs, unwrap_pickler_patch
 
 
 class ModelVersionProvider(ResourceProvider):
@@ -68,4 +68,5 @@ class ModelVersion(Resource, module="tuneform", name="ModelVersion"):
             "metrics": metrics,
             "retain": retain,
         }
+        unwrap_pickler_patch()
         super().__init__(ModelVersionProvider(settings), resource_name, props, opts)

@@ -24,7 +24,13 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from tuneform.resources._provider import BackendSettings, build_backend, diff_inputs, progress_printer
+from tuneform.resources._provider import (
+    BackendSettings,
+    build_backend,
+    diff_inputs,
+    progress_printer,
+    unwrap_pickler_patch,
+)
 
 TRAINING_INPUTS = (
     "baseModel",
@@ -144,4 +150,5 @@ class TuningJob(Resource, module="tuneform", name="TuningJob"):
         props: dict[str, Any],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        unwrap_pickler_patch()
         super().__init__(TuningJobProvider(settings), resource_name, {**props, **dict.fromkeys(_OUTCOME_KEYS)}, opts)
