@@ -18,7 +18,7 @@ from tuneform.spec.model import ResolvedSpec
 
 if TYPE_CHECKING:
     from tuneform.catalogue import ModelInfo
-    from tuneform.datasets import DatasetSummary
+    from tuneform.datasets import DatasetSummary, TokenCounter
 
 DEFAULT_LOCAL_EPOCHS = 3
 """Epochs the local trainer runs when a spec leaves ``hyperparameters.epochs`` unset."""
@@ -81,9 +81,13 @@ def prepare(
         except SpecErrors as errors:
             problems.extend(errors.problems)
     prepared: list[PreparedModel] = []
+    counters: dict[str, TokenCounter | None] = {}
     for spec in resolved:
-        train = _prepare_dataset(repo_root, spec, "train", problems, say)
-        validation = _prepare_dataset(repo_root, spec, "validation", problems, say)
+        if spec.base_model not in counters:
+            counters[spec.base_model] = _local_tokenizer(spec.base_model) if target == "local" else None
+        counter = counters[spec.base_model]
+        train = _prepare_dataset(repo_root, spec, "train", problems, say, counter=counter)
+        validation = _prepare_dataset(repo_root, spec, "validation", problems, say, counter=counter)
         if train is None:
             continue
         entry = catalogue.get_model(spec.base_model)
@@ -107,6 +111,22 @@ def prepare(
     return prepared
 
 
+def _local_tokenizer(base_model: str) -> TokenCounter | None:
+    """Exact token counts with the base model's own tokenizer, when its converted copy is already cached.
+
+    The first preview on a new machine uses the documented estimate (which errs high) rather than spend 20 s
+    dequantising a GGUF file just to count; every run after the first `pulumi up` counts exactly.
+    """
+    from tuneform.backends.local import default_cache_dir
+    from tuneform.datasets import tokenizer_counter
+    from tuneform.training.base_model import cached_base_model_dir
+
+    directory = cached_base_model_dir(base_model, cache_dir=default_cache_dir())
+    if directory is None or not (directory / "tokenizer.json").is_file():
+        return None
+    return tokenizer_counter(directory)
+
+
 def _default_epochs(target: str, entry: ModelInfo | None) -> int:
     if target == "local":
         return DEFAULT_LOCAL_EPOCHS
@@ -120,6 +140,8 @@ def _prepare_dataset(
     split: Literal["train", "validation"],
     problems: list[Any],
     say: Callable[[str], None],
+    *,
+    counter: TokenCounter | None = None,
 ) -> PreparedDataset | None:
     from tuneform import catalogue
     from tuneform.datasets import DatasetLimits, check_dataset, read_summary, write_summary
@@ -135,7 +157,9 @@ def _prepare_dataset(
     limits = DatasetLimits(**asdict(catalogue.limits_for(spec.base_model, split)))
     stat = path.stat()
     key = hashlib.sha256(
-        json.dumps([str(path), stat.st_size, stat.st_mtime_ns, spec.dataset.format, repr(limits)]).encode()
+        json.dumps(
+            [str(path), stat.st_size, stat.st_mtime_ns, spec.dataset.format, repr(limits), counter and counter.name]
+        ).encode()
     ).hexdigest()
     cache = cache_root(repo_root)
     summary_path = cache / "summaries" / f"{key}.json"
@@ -148,7 +172,12 @@ def _prepare_dataset(
     converted = cache / "converted" / f"{key}.jsonl"
     converted.parent.mkdir(parents=True, exist_ok=True)
     summary, dataset_problems = check_dataset(
-        path, format=spec.dataset.format, limits=limits, convert_to=converted, display_path=display
+        path,
+        format=spec.dataset.format,
+        limits=limits,
+        count_tokens=counter,
+        convert_to=converted,
+        display_path=display,
     )
     if dataset_problems:
         problems.extend(dataset_problems)

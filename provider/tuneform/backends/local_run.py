@@ -48,10 +48,18 @@ def run(run_dir: Path) -> dict[str, Any]:
         "trainTokensPerSecond": float(result.tokens_per_second),
     }
     if config.validation_file is not None:
-        _say("evaluating the base model on the validation set")
-        base = evaluate(base_dir, None, config.validation_file, kind=result.kind, progress=_say)
+        budget = _answer_budget(config.validation_file)
+        _say(f"evaluating the base model on the validation set (up to {budget} new tokens per answer)")
+        base = evaluate(base_dir, None, config.validation_file, kind=result.kind, max_new_tokens=budget, progress=_say)
         _say("evaluating the tuned model on the validation set")
-        tuned = evaluate(base_dir, result.artifact_dir, config.validation_file, kind=result.kind, progress=_say)
+        tuned = evaluate(
+            base_dir,
+            result.artifact_dir,
+            config.validation_file,
+            kind=result.kind,
+            max_new_tokens=budget,
+            progress=_say,
+        )
         metrics.update(
             baseValidationLoss=float(base.validation_loss),
             baseExactMatch=float(base.exact_match),
@@ -77,6 +85,23 @@ def run(run_dir: Path) -> dict[str, Any]:
     tmp.write_text(json.dumps(outcome, indent=2))
     tmp.replace(run_dir / "result.json")
     return outcome
+
+
+def _answer_budget(validation_file: Path) -> int:
+    """New tokens to generate per evaluated answer: enough for the longest reference answer, no more.
+
+    Exact match only needs the reference's length (plus slack to see that an answer does not stop); generating a
+    base model's rambling beyond that costs minutes on a CPU and changes no score.
+    """
+    from tuneform.datasets import iter_gemini_examples
+
+    longest = 0
+    for example in iter_gemini_examples(validation_file):
+        for turn in example["contents"]:
+            if turn["role"] == "model":
+                longest = max(longest, sum(len(part.get("text", "")) for part in turn["parts"]))
+    # Tokens are rarely shorter than 2 characters in these tokenizers; 8 more lets a wrong answer show itself.
+    return max(16, min(256, longest // 2 + 8))
 
 
 def _integral(values: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -185,9 +185,25 @@ def read_documents(path: Path) -> tuple[list[SourceDocument], list[Problem]]:
     except OSError as error:
         return [], [Problem(file, 1, 1, "document", f"expected a readable file, got {error.strerror}.")]
 
+    if _FAST_LOADER is not None:
+        try:
+            return _compose(file, path, text, _FAST_LOADER)
+        except yaml.YAMLError:
+            # libyaml words its errors differently; the pure-Python parser gives the messages users see.
+            pass
+    return _compose(file, path, text, yaml.SafeLoader)
+
+
+# libyaml composes about 5x faster, which `pulumi preview` of a repository with many specs notices.
+_FAST_LOADER: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+
+
+def _compose(
+    file: str, path: Path, text: str, loader_class: type[yaml.SafeLoader]
+) -> tuple[list[SourceDocument], list[Problem]]:
     documents: list[SourceDocument] = []
     problems: list[Problem] = []
-    loader = yaml.SafeLoader(text)
+    loader = loader_class(text)
     try:
         index = 0
         while loader.check_node():
@@ -201,9 +217,13 @@ def read_documents(path: Path) -> tuple[list[SourceDocument], list[Problem]]:
                 documents.append(doc)
             index += 1
     except yaml.MarkedYAMLError as error:
+        if loader_class is not yaml.SafeLoader:
+            raise
         problems.append(_syntax_problem(file, error))
         return documents, problems
     except yaml.YAMLError as error:
+        if loader_class is not yaml.SafeLoader:
+            raise
         problems.append(Problem(file, 1, 1, "yaml", f"expected valid YAML, got {error}."))
         return documents, problems
     finally:
