@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from emulators.fake_gcs import FakeGcs
 from emulators.tuning_api import Outcome, TuningApiEmulator
 from pulumi_cli import PulumiCLI, copy_project
@@ -33,6 +34,18 @@ def emulators():  # type: ignore[no-untyped-def]
 def stored_datasets(gcs: FakeGcs) -> set[str]:
     listing = httpx.get(f"{gcs.url}/storage/v1/b/{BUCKET}/o", params={"prefix": "datasets/"}, timeout=10).json()
     return {item["name"] for item in listing.get("items", [])}
+
+
+def kill_processes_mentioning(path: Path) -> None:
+    marker = os.fsencode(str(path))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
 
 
 def set_epochs(project: Path, epochs: int) -> None:
@@ -115,6 +128,9 @@ def test_killed_up_adopts_the_running_job(pulumi_cli, tmp_path: Path, emulators)
     assert tuning.creates == creates + 1, "the job was submitted before the kill"
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
+    # Pulumi starts its plugins in process groups of their own: the dynamic provider of the killed run keeps polling
+    # unless it is stopped too, as it would be when a CI runner tears down.
+    kill_processes_mentioning(project)
 
     # A killed CLI leaves its lock and a pending create behind; these are the documented ways out.
     cli.run("cancel", "--yes", "--stack", "vertex-test")
