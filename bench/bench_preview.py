@@ -16,7 +16,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from pulumi_cli import PulumiCLI, engine_status  # noqa: E402 (the harness lives with the tests)
+from pulumi_cli import PulumiCLI, engine_status, write_program  # noqa: E402 (the harness lives with the tests)
 
 PROVIDER = """
 from pulumi.dynamic import CreateResult, ResourceProvider
@@ -80,21 +79,7 @@ def time_baseline(count: int = 100, repeats: int = 5, workdir: Path | None = Non
         Wall-clock seconds of each timed preview.
     """
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        project = Path(tmp) / "baseline"
-        project.mkdir()
-        (project / "Pulumi.yaml").write_text(
-            textwrap.dedent(
-                f"""\
-                name: baseline
-                runtime:
-                  name: python
-                  options:
-                    virtualenv: {REPO_ROOT / ".venv"}
-                """
-            )
-        )
-        (project / "__main__.py").write_text(PROGRAM)
-        (project / "noopprovider.py").write_text(PROVIDER)
+        project = write_program(Path(tmp) / "baseline", "baseline", PROGRAM, {"noopprovider.py": PROVIDER})
         cli = PulumiCLI(project, Path(tmp) / "backend")
         cli.stack_init("bench", {"baseline:count": count})
         _log(f"baseline: {count} trivial dynamic resources")

@@ -9,7 +9,7 @@
 #   1. `tuneform validate`: every spec and dataset problem, all at once.
 #   2. `tuneform plan --base <ref> --format markdown`: per model created / re-tuned / updated / removed, why, tokens,
 #      cost, versions.
-#   3. `pulumi preview --policy-pack policy/pack` on each affected stack (a stack whose target the plan changes),
+#   3. `pulumi preview --policy-pack policy` on each affected stack (a stack whose target the plan changes),
 #      with policy/config.<stack>.json as the pack's config when it exists. Stacks: $TUNEFORM_STACKS (space
 #      separated), else every stacks/Pulumi.<stack>.yaml. --skip-preview (or no pulumi engine) skips this step.
 #   4. One comment, at most 64,000 characters (pulumi/actions' trim of GitHub's 65,535 limit), that starts with a
@@ -46,9 +46,10 @@ status=0
 strip_ansi() { sed -E 's/\x1b\[[0-9;]*[A-Za-z]//g'; }
 
 # A preview log fit for a comment: the resource steps, the policy results and the summary. The program's own lines
-# (echoed on the stack's row) are left out; its Diagnostics are kept unless a mandatory policy failed, because the
-# engine then stops the program and the exec shim prints the interruption's traceback, which is noise next to the
-# violation itself.
+# (echoed on the stack's row) are left out; its Diagnostics are kept unless a mandatory policy failed: the engine then
+# stops the program, and under Pulumi's own language host (a pulumi install on PATH may bring one) the exec shim
+# prints the interruption's KeyboardInterrupt traceback, noise next to the violation itself. (tuneform's host stops
+# the program with SIGTERM, which prints nothing.)
 preview_log() {
     strip_ansi | awk '
         /^@ / || /^[ +~-]*pulumi:pulumi:Stack / { next }
@@ -116,7 +117,7 @@ else
             log "stack $stack ($target): no tuning changes, no preview"
             continue
         fi
-        args=(--policy-pack "$tools/policy/pack")
+        args=(--policy-pack "$tools/policy")
         [[ -f "policy/config.$stack.json" ]] && args+=(--policy-pack-config "policy/config.$stack.json")
         log "pulumi preview --stack $stack ${args[*]}"
         pulumi stack select --create "$stack" --non-interactive >/dev/null 2>&1 || true

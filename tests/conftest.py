@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pulumi_cli import PulumiCLI, engine_bin_dir, engine_status
+
+if TYPE_CHECKING:
+    from emulators.fake_gcs import FakeGcs
+    from emulators.tuning_api import TuningApiEmulator
 
 # --- Pulumi CLI (tests marked `cli`) -------------------------------------------------------------------------------
 
@@ -43,3 +48,26 @@ def pulumi_cli(pulumi_engine: Path, tmp_path: Path) -> Callable[..., PulumiCLI]:
         return PulumiCLI(project_dir, tmp_path / f"pulumi-backend-{count}", passphrase, bin_dir=pulumi_engine)
 
     return make
+
+
+# --- Emulators (tests marked `emulator`) ---------------------------------------------------------------------------
+# Imported inside the fixtures: the tuning-API emulator pulls in uvicorn and protobuf, which most tests never need.
+
+
+@pytest.fixture(scope="module")
+def gcs(request: pytest.FixtureRequest) -> Iterator[FakeGcs]:
+    """A fake-gcs-server for the test module, with the module's ``BUCKET`` created."""
+    from emulators.fake_gcs import FakeGcs
+
+    with FakeGcs() as server:
+        server.create_bucket(request.module.BUCKET)
+        yield server
+
+
+@pytest.fixture
+def emu() -> Iterator[TuningApiEmulator]:
+    """A tuning-API emulator whose jobs queue for 0.05 s and run for 0.3 s (a module may override the timings)."""
+    from emulators.tuning_api import TuningApiEmulator
+
+    with TuningApiEmulator(queued_seconds=0.05, running_seconds=0.3) as emulator:
+        yield emulator

@@ -96,6 +96,29 @@ def copy_project(
     return dest
 
 
+def write_program(root: Path, name: str, program: str, modules: Mapping[str, str]) -> Path:
+    """Writes a one-file Python Pulumi project that runs in this checkout's virtualenv.
+
+    Args:
+        root: Directory to create (it must not exist yet; missing parents are created).
+        name: The project name in ``Pulumi.yaml`` (and the prefix of its config keys).
+        program: The text of ``__main__.py``.
+        modules: More modules beside it, e.g. ``{"noopprovider.py": PROVIDER}``: a dynamic provider must live in a
+            module of its own, importable by the provider process, not in ``__main__``.
+
+    Returns:
+        ``root``.
+    """
+    root.mkdir(parents=True)
+    (root / "Pulumi.yaml").write_text(
+        f"name: {name}\nruntime:\n  name: python\n  options:\n    virtualenv: {REPO_ROOT / '.venv'}\n"
+    )
+    (root / "__main__.py").write_text(program)
+    for filename, text in modules.items():
+        (root / filename).write_text(text)
+    return root
+
+
 class PulumiCLI:
     """PulumiCLI runs the real `pulumi` binary on one project with an isolated home, backend and passphrase.
 

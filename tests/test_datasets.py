@@ -21,6 +21,7 @@ from tuneform.datasets import (
     read_summary,
     write_summary,
 )
+from tuneform.spec import Problem, SpecErrors
 
 TEXT = DatasetLimits()
 SYSTEM = "You route support tickets. Answer with one queue name."
@@ -192,6 +193,20 @@ def test_problems_are_capped_with_a_count_of_the_rest(tmp_path: Path) -> None:
     ]
     assert summary.source == "data/bad.jsonl"
     assert summary.examples == 0
+
+
+def test_dataset_problems_join_spec_problems_in_one_spec_errors(tmp_path: Path) -> None:
+    # `pulumi preview` (prepare.py) raises dataset problems in the same SpecErrors as spec problems, which sorts them.
+    source = write(tmp_path / "bad.jsonl", ["[]"] * 7)
+    _, problems = check(source, max_problems=2, display_path="data/bad.jsonl")
+    spec_problem = Problem("specs/a.yaml", 3, 5, "spec.dataset.train", "expected a file, got nothing.")
+    assert str(SpecErrors([*reversed(problems), spec_problem])).splitlines() == [
+        "4 problems in 2 files:",
+        'data/bad.jsonl:1:1: expected a JSON object {"contents": [...]}, got an array.',
+        'data/bad.jsonl:2:1: expected a JSON object {"contents": [...]}, got an array.',
+        "data/bad.jsonl: ... and 5 more problems",
+        "specs/a.yaml:3:5: spec.dataset.train: expected a file, got nothing.",
+    ]
 
 
 def test_missing_file_is_a_problem_not_a_traceback(tmp_path: Path) -> None:

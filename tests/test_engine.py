@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from pulumi_cli import REPO_ROOT, PulumiCLI, engine_status
+from pulumi_cli import REPO_ROOT, PulumiCLI, engine_status, write_program
 
 pytestmark = [pytest.mark.cli, pytest.mark.timeout(300)]
 
@@ -71,21 +70,7 @@ raise ValueError("boom: tuneform engine test")
 
 
 def _write_project(root: Path, program: str) -> Path:
-    root.mkdir(parents=True)
-    (root / "Pulumi.yaml").write_text(
-        textwrap.dedent(
-            f"""\
-            name: enginetest
-            runtime:
-              name: python
-              options:
-                virtualenv: {REPO_ROOT / ".venv"}
-            """
-        )
-    )
-    (root / "__main__.py").write_text(program)
-    (root / "fileprovider.py").write_text(PROVIDER)
-    return root
+    return write_program(root, "enginetest", program, {"fileprovider.py": PROVIDER})
 
 
 def _managed_files(cli: PulumiCLI) -> list[dict]:

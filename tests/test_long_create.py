@@ -8,14 +8,13 @@ sleeps for ``TUNEFORM_LONG_CREATE_SECONDS`` (default 610) and prints a line ever
 from __future__ import annotations
 
 import os
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from pulumi_cli import REPO_ROOT, PulumiCLI
+from pulumi_cli import PulumiCLI, write_program
 
 SECONDS = int(os.environ.get("TUNEFORM_LONG_CREATE_SECONDS", "610"))
 
@@ -60,22 +59,7 @@ pulumi.export("elapsed", slow.elapsed)
 
 
 def test_create_longer_than_ten_minutes_completes(pulumi_cli: Callable[..., PulumiCLI], tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "Pulumi.yaml").write_text(
-        textwrap.dedent(
-            f"""\
-            name: longcreate
-            runtime:
-              name: python
-              options:
-                virtualenv: {REPO_ROOT / ".venv"}
-            """
-        )
-    )
-    (project / "__main__.py").write_text(PROGRAM)
-    (project / "slowprovider.py").write_text(PROVIDER)
-    cli = pulumi_cli(project)
+    cli = pulumi_cli(write_program(tmp_path / "project", "longcreate", PROGRAM, {"slowprovider.py": PROVIDER}))
     cli.stack_init("test")
 
     started = time.monotonic()

@@ -300,15 +300,19 @@ def test_pr_review_previews_each_stack_with_the_policy_pack(tmp_path: Path, pulu
         "PULUMI_CONFIG_PASSPHRASE": "tuneform-local",
     }
     (tmp_path / "state").mkdir()
-    refused = subprocess.run(
-        [str(SCRIPT), "--base", "HEAD~1", "--out", str(tmp_path / "refused.md")],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=240,
-        check=False,
-    )
+
+    def review(out: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SCRIPT), "--base", "HEAD~1", "--out", str(tmp_path / out)],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=240,
+            check=False,
+        )
+
+    refused = review("refused.md")
     comment = (tmp_path / "refused.md").read_text()
     assert refused.returncode == 1, refused.stderr
     assert "<summary>pulumi preview, stack <code>local</code>: **failed**</summary>" in comment
@@ -320,15 +324,7 @@ def test_pr_review_previews_each_stack_with_the_policy_pack(tmp_path: Path, pulu
     assert "Traceback" not in comment
 
     config.write_text(json.dumps({"tuneform-max-epochs": {"maxEpochs": 10}}))
-    allowed = subprocess.run(
-        [str(SCRIPT), "--base", "HEAD~1", "--out", str(tmp_path / "allowed.md")],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=240,
-        check=False,
-    )
+    allowed = review("allowed.md")
     assert allowed.returncode == 0, allowed.stderr + (tmp_path / "allowed.md").read_text()
     assert (
         "<summary>pulumi preview, stack <code>local</code>: passed</summary>" in (tmp_path / "allowed.md").read_text()
@@ -522,8 +518,8 @@ def test_workflow_runs_the_tested_script() -> None:
         == 0
     )
     deploy_script = "\n".join(step.get("run", "") for step in deploy["steps"])
-    assert "pulumi up --stack" in deploy_script and "--policy-pack policy/pack" in deploy_script
-    assert os.access(SCRIPT, os.X_OK) and os.access(REPO_ROOT / "policy" / "pack", os.X_OK)
+    assert "pulumi up --stack" in deploy_script and "args=(--policy-pack policy)" in deploy_script
+    assert os.access(SCRIPT, os.X_OK) and (REPO_ROOT / "policy" / "PulumiPolicy.yaml").is_file()
 
 
 def test_a_base_spec_that_does_not_load_is_noted_and_its_model_counts_as_created(tmp_path: Path) -> None:

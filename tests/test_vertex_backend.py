@@ -20,12 +20,6 @@ PROJECT, REGION, BUCKET = "test-project", "us-central1", "tuneform-test-datasets
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
 
 
-@pytest.fixture
-def emu():
-    with TuningApiEmulator(queued_seconds=0.05, running_seconds=0.3) as emulator:
-        yield emulator
-
-
 def backend(emu: TuningApiEmulator, **kwargs) -> VertexBackend:
     settings = {"poll": (0.05, 0.1), "retry_initial": 0.05, "retry_timeout": 10.0, **kwargs}
     return VertexBackend(PROJECT, REGION, BUCKET, api_endpoint=emu.url, **settings)

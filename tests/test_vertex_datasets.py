@@ -12,20 +12,12 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from emulators.fake_gcs import FakeGcs
 from tuneform.backends.base import BackendError
 from tuneform.backends.vertex import VertexBackend
 
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
-BUCKET = "tuneform-datasets"
-
-
-@pytest.fixture(scope="module")
-def gcs():
-    with FakeGcs() as server:
-        server.create_bucket(BUCKET)
-        yield server
+BUCKET = "tuneform-datasets"  # created by the `gcs` fixture (conftest.py)
 
 
 @pytest.fixture

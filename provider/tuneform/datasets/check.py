@@ -62,6 +62,7 @@ from tuneform.datasets.tokens import (
     estimate_from_counts,
     framing,
 )
+from tuneform.spec.errors import Problem as SpecProblem
 
 MODALITIES = frozenset({"text", "image", "audio", "document", "video"})
 """Every modality a limit can allow."""
@@ -93,24 +94,8 @@ class DatasetLimits:
     """Limit on the converted Gemini JSONL, in bytes."""
 
 
-@dataclass(frozen=True)
-class DatasetProblem:
-    """One problem in a dataset file, printed as ``file:line:col: path: message``."""
-
-    file: str
-    line: int
-    """1-based; 0 for the closing "... and N more problems" entry."""
-    column: int
-    """1-based character column of the offending value, 1 for line-level problems."""
-    path: str
-    """Field path inside the example in the source format (``contents[2].role``), empty for line/file problems."""
-    message: str
-
-    def __str__(self) -> str:
-        if self.line == 0:
-            return f"{self.file}: {self.message}"
-        where = f"{self.file}:{self.line}:{self.column}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+DatasetProblem = SpecProblem
+"""One problem in a dataset file, printed as ``file:line:col: path: message`` (the spec's :class:`Problem`)."""
 
 
 class _Report:
@@ -362,14 +347,25 @@ def _check_mime(mime: Any, path: tuple[PathKey, ...], errs: list[Problem], ctx: 
         ctx.seen.add(modality)
 
 
-def _check_file_data(value: Any, path: tuple[PathKey, ...], errs: list[Problem], ctx: _Context) -> None:
+def _check_media(
+    value: Any, path: tuple[PathKey, ...], errs: list[Problem], ctx: _Context, *, key: str, shape: str
+) -> set[str] | None:
+    """Check that a ``fileData``/``inlineData`` part is an object ``shape`` with only ``mimeType`` and ``key``, and
+    its ``mimeType``; returns the keys its misspelt keys seem to mean, or ``None`` when it is not an object."""
     if not isinstance(value, dict):
-        shape = '{"mimeType": "image/jpeg", "fileUri": "gs://bucket/file.jpg"}'
         errs.append((path, f"expected an object {shape}, got {_describe(value)}.", False))
-        return
-    meant = _check_keys(value, path, ("mimeType", "fileUri"), errs)
+        return None
+    meant = _check_keys(value, path, ("mimeType", key), errs)
     if not _absent(value, "mimeType", meant):
         _check_mime(value.get("mimeType", _MISSING), (*path, "mimeType"), errs, ctx)
+    return meant
+
+
+def _check_file_data(value: Any, path: tuple[PathKey, ...], errs: list[Problem], ctx: _Context) -> None:
+    shape = '{"mimeType": "image/jpeg", "fileUri": "gs://bucket/file.jpg"}'
+    meant = _check_media(value, path, errs, ctx, key="fileUri", shape=shape)
+    if meant is None:
+        return
     uri = value.get("fileUri", _MISSING)
     if _absent(value, "fileUri", meant):
         pass
@@ -383,13 +379,10 @@ def _check_file_data(value: Any, path: tuple[PathKey, ...], errs: list[Problem],
 
 
 def _check_inline_data(value: Any, path: tuple[PathKey, ...], errs: list[Problem], ctx: _Context) -> None:
-    if not isinstance(value, dict):
-        shape = '{"mimeType": "image/png", "data": "<base64>"}'
-        errs.append((path, f"expected an object {shape}, got {_describe(value)}.", False))
+    shape = '{"mimeType": "image/png", "data": "<base64>"}'
+    meant = _check_media(value, path, errs, ctx, key="data", shape=shape)
+    if meant is None:
         return
-    meant = _check_keys(value, path, ("mimeType", "data"), errs)
-    if not _absent(value, "mimeType", meant):
-        _check_mime(value.get("mimeType", _MISSING), (*path, "mimeType"), errs, ctx)
     data = value.get("data", _MISSING)
     valid = isinstance(data, str) and bool(data) or _absent(value, "data", meant)
     if valid and data is not _MISSING:

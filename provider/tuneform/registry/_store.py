@@ -13,7 +13,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -106,6 +106,19 @@ class ObjectStore:
         self.objects.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
 
+    def _put(self, is_dir: bool, fill: Callable[[Path], str]) -> str:
+        """Stages a file or directory, lets ``fill`` write it and return its hash, publishes it under that hash.
+
+        The staged copy is removed whatever happens (publishing moves it away first when it succeeds).
+        """
+        staged = self._staging(is_dir=is_dir)
+        try:
+            sha = fill(staged)
+            self._publish(staged, sha)
+        finally:
+            _remove(staged)
+        return sha
+
     def _staging(self, is_dir: bool) -> Path:
         if is_dir:
             return Path(tempfile.mkdtemp(prefix="put-", dir=self.tmp))
@@ -138,13 +151,7 @@ class ObjectStore:
         Returns:
             The file's SHA-256, its address in the store.
         """
-        staged = self._staging(is_dir=False)
-        try:
-            sha = _copy_hashing(Path(path), staged)
-            self._publish(staged, sha)
-        finally:
-            _remove(staged)
-        return sha
+        return self._put(False, lambda staged: _copy_hashing(Path(path), staged))
 
     def put_dir(self, path: str | os.PathLike[str]) -> str:
         """Stores a copy of a directory tree (regular files only; symlinks are followed).
@@ -161,18 +168,16 @@ class ObjectStore:
         source = Path(path)
         if not source.is_dir():
             raise NotADirectoryError(f"{source}: expected a directory to store")
-        staged = self._staging(is_dir=True)
-        try:
+
+        def copy_tree(staged: Path) -> str:
             entries = []
             for rel, file_path in _tree_files(source):
                 dst = staged / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 entries.append((rel, _copy_hashing(file_path, dst)))
-            sha = _tree_digest(entries)
-            self._publish(staged, sha)
-        finally:
-            _remove(staged)
-        return sha
+            return _tree_digest(entries)
+
+        return self._put(True, copy_tree)
 
     def has(self, sha: str) -> bool:
         """Tells whether an object is stored.

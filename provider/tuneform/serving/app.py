@@ -368,6 +368,37 @@ def create_app(config: ServerConfig, pool: ModelPool | None = None, *, load_in_b
     def headers(version: int, request_id: str) -> dict[str, str]:
         return {"X-Tuneform-Model-Version": str(version), "X-Request-Id": request_id}
 
+    async def answers(
+        version: int,
+        messages: list[Message],
+        *,
+        system: str | None,
+        count: int,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        request_id: str,
+        stops: list[str],
+    ) -> list[Completion]:
+        """``count`` answers (OpenAI ``n``, Gemini ``candidateCount``), seeded ``seed``, ``seed + 1``, ... (from the
+        request id when no seed is given), each cut at its first stop sequence."""
+        base_seed = seed if seed is not None else _seed_for(request_id)
+        completions = []
+        for i in range(count):
+            completion = await run_in_threadpool(
+                models.generate,
+                version,
+                messages,
+                system=system,
+                max_new_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=base_seed + i,
+            )
+            completions.append(_apply_stop(completion, stops))
+        return completions
+
     async def health(request: Request) -> JSONResponse:
         status = {"ready": 200, "loading": 503}.get(models.state, 500)
         body: dict[str, Any] = {"status": "ok" if status == 200 else models.state, "name": name}
@@ -439,20 +470,18 @@ def create_app(config: ServerConfig, pool: ModelPool | None = None, *, load_in_b
             ready()
         except ApiError as err:
             return _openai_error(err)
-        base_seed = seed if seed is not None else _seed_for(request_id)
-        completions = []
-        for i in range(n):
-            completion = await run_in_threadpool(
-                models.generate,
-                version,
-                messages,
-                system="\n".join(system_parts) or None,
-                max_new_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                seed=base_seed + i,
-            )
-            completions.append(_apply_stop(completion, stops))
+        completions = await answers(
+            version,
+            messages,
+            system="\n".join(system_parts) or None,
+            count=n,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            request_id=request_id,
+            stops=stops,
+        )
         prompt_tokens = completions[0].prompt_tokens
         completion_tokens = sum(c.completion_tokens for c in completions)
         response = {
@@ -527,20 +556,18 @@ def create_app(config: ServerConfig, pool: ModelPool | None = None, *, load_in_b
             ready()
         except ApiError as err:
             return _google_error(err)
-        base_seed = seed if seed is not None else _seed_for(request_id)
-        completions = []
-        for i in range(candidates):
-            completion = await run_in_threadpool(
-                models.generate,
-                version,
-                messages,
-                system=system,
-                max_new_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                seed=base_seed + i,
-            )
-            completions.append(_apply_stop(completion, stops))
+        completions = await answers(
+            version,
+            messages,
+            system=system,
+            count=candidates,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            request_id=request_id,
+            stops=stops,
+        )
         prompt_tokens = completions[0].prompt_tokens
         candidate_tokens = sum(c.completion_tokens for c in completions)
         response = {

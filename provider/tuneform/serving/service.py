@@ -162,6 +162,19 @@ def _write_pid(path: str, pid: int) -> None:
     os.replace(tmp, target)
 
 
+def _info(config: ServerConfig, config_path: str | os.PathLike[str], pid: int) -> ServiceInfo:
+    """The service record of the server ``pid`` running ``config`` (read from ``config_path``)."""
+    return ServiceInfo(
+        pid=pid,
+        port=config.port,
+        url=f"http://{_url_host(config.host)}:{config.port}",
+        log_path=config.log_path,
+        pid_path=config.pid_path,
+        config_path=str(Path(config_path).resolve()),
+        name=config.name,
+    )
+
+
 def start(config_path: str | os.PathLike[str], *, timeout_s: float | None = None) -> ServiceInfo:
     """Starts the endpoint server in the background and waits until it is healthy.
 
@@ -203,15 +216,7 @@ def start(config_path: str | os.PathLike[str], *, timeout_s: float | None = None
         )
     _CHILDREN[child.pid] = child
     _write_pid(config.pid_path, child.pid)
-    info = ServiceInfo(
-        pid=child.pid,
-        port=config.port,
-        url=f"http://{_url_host(config.host)}:{config.port}",
-        log_path=config.log_path,
-        pid_path=config.pid_path,
-        config_path=str(Path(config_path).resolve()),
-        name=config.name,
-    )
+    info = _info(config, config_path, child.pid)
     deadline = time.monotonic() + wait_s
     while True:
         exit_code = child.poll()
@@ -294,12 +299,4 @@ def info_from_config(config_path: str | os.PathLike[str]) -> ServiceInfo | None:
         return None
     if not _is_server_process(pid, str(Path(config_path).resolve())):
         return None
-    return ServiceInfo(
-        pid=pid,
-        port=config.port,
-        url=f"http://{_url_host(config.host)}:{config.port}",
-        log_path=config.log_path,
-        pid_path=config.pid_path,
-        config_path=str(Path(config_path).resolve()),
-        name=config.name,
-    )
+    return _info(config, config_path, pid)

@@ -4,7 +4,8 @@
 // github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3, which has no tags and which the Go module proxy
 // reachable from our build machines does not serve. The engine only needs a handful of RPCs to run a program, so we
 // implement those over the sdk/v3 gRPC definitions and leave everything else (code generation, packing, linking,
-// templates) unimplemented: tuneform never uses it.
+// templates) unimplemented: tuneform never uses it. RunPlugin is implemented so that a Python policy pack directory
+// (`pulumi preview --policy-pack policy`) runs like it does under Pulumi's own host.
 //
 // The program itself is executed exactly as Pulumi's own host does it: the Python shim `pulumi-language-python-exec`
 // (shipped in the sdk/v3 module source and installed next to this binary) is run with the virtualenv's interpreter and
@@ -17,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -27,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pulumi/pulumi/sdk/v3/go/common/apitype"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/version"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -111,7 +114,7 @@ type languageHost struct {
 
 	mu            sync.Mutex
 	engineAddress string
-	running       *exec.Cmd // the program being run, so Cancel can interrupt it
+	stopRun       context.CancelFunc // stops the program being run (see Run), so Cancel can end it
 }
 
 // watchEngine remembers the engine's address and shuts the host down when the engine stops answering, so a killed
@@ -124,7 +127,7 @@ func (h *languageHost) watchEngine(address string) {
 	}
 	h.engineAddress = address
 	err := rpcutil.Healthcheck(context.Background(), address, 5*time.Minute, func() {
-		h.interruptProgram()
+		h.stopProgram()
 		h.shutdown()
 	})
 	if err != nil {
@@ -132,11 +135,11 @@ func (h *languageHost) watchEngine(address string) {
 	}
 }
 
-func (h *languageHost) interruptProgram() {
+func (h *languageHost) stopProgram() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.running != nil && h.running.Process != nil {
-		_ = h.running.Process.Signal(os.Interrupt)
+	if h.stopRun != nil {
+		h.stopRun()
 	}
 }
 
@@ -191,8 +194,11 @@ func (h *languageHost) About(ctx context.Context, req *pulumirpc.AboutRequest) (
 	}, nil
 }
 
+// Cancel stops the program being run. The engine sends it when it closes the language host (at the end of every
+// deployment, including one that failed, e.g. on a mandatory policy violation) and when the user cancels the update
+// (Ctrl-C, after the providers were told to cancel): either way it will not use the program's result.
 func (h *languageHost) Cancel(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
-	h.interruptProgram()
+	h.stopProgram()
 	return &emptypb.Empty{}, nil
 }
 
@@ -263,15 +269,24 @@ func (h *languageHost) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pul
 		return nil, fmt.Errorf("encoding secret config keys: %w", err)
 	}
 
-	venvBin := filepath.Dir(python)
-	cmd := exec.Command(python, args...)
+	// The program is stopped when the engine cancels (Cancel), abandons the call (ctx) or goes away (watchEngine).
+	// By then the engine will not use its result: after a failed deployment (e.g. a mandatory policy violation) the
+	// program is typically still blocked in the SDK's final SignalAndWaitForShutdown call, which is never answered.
+	// So it gets SIGTERM, not SIGINT (what Pulumi's own host sends): Python dies at once and quietly on SIGTERM,
+	// while SIGINT raises KeyboardInterrupt in the exec shim, which does not catch it and prints a traceback (two, as
+	// Cancel and the end of the call each send one) into the preview's output. Nothing is lost: the program runs with
+	// -u, so no output is buffered, and a tuneform program holds nothing to clean up (the resources' work happens in
+	// the providers). WaitDelay: a program that ignores SIGTERM is killed 5 s later.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	cmd := exec.CommandContext(runCtx, python, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
 	cmd.Dir = info.GetProgramDirectory()
 	// Our stdout/stderr are read by the engine and shown as the program's output, so stream straight through.
 	cmd.Stdout = os.Stdout
 	cmd.Stderr = os.Stderr
-	cmd.Env = append(withoutKeys(os.Environ(), "PYTHONHOME", "PATH", "VIRTUAL_ENV"),
-		"PATH="+venvBin+string(os.PathListSeparator)+os.Getenv("PATH"),
-		"VIRTUAL_ENV="+filepath.Dir(venvBin),
+	cmd.Env = append(virtualenvEnv(os.Environ(), python),
 		"PULUMI_CONFIG="+string(config),
 		"PULUMI_CONFIG_SECRET_KEYS="+string(secretKeysJSON),
 	)
@@ -280,14 +295,11 @@ func (h *languageHost) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pul
 		return &pulumirpc.RunResponse{Error: fmt.Sprintf("could not start %s: %v", python, err)}, nil
 	}
 	h.mu.Lock()
-	h.running = cmd
+	h.stopRun = stopRun
 	h.mu.Unlock()
-	// If the engine abandons the call (its context ends), stop the program rather than leave it running.
-	stopWatching := context.AfterFunc(ctx, func() { _ = cmd.Process.Signal(os.Interrupt) })
 	waitErr := cmd.Wait()
-	stopWatching()
 	h.mu.Lock()
-	h.running = nil
+	h.stopRun = nil
 	h.mu.Unlock()
 	// Python may exit before its last writes reach the engine; flush ours so the traceback is shown in full.
 	_ = os.Stdout.Sync()
@@ -295,6 +307,10 @@ func (h *languageHost) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pul
 
 	if waitErr == nil {
 		return &pulumirpc.RunResponse{}, nil
+	}
+	if runCtx.Err() != nil {
+		// We stopped it: the engine is finished with this run and no longer reads the answer.
+		return &pulumirpc.RunResponse{Bail: true}, nil
 	}
 	var exitErr *exec.ExitError
 	if errors.As(waitErr, &exitErr) {
@@ -305,6 +321,19 @@ func (h *languageHost) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pul
 		return &pulumirpc.RunResponse{Error: fmt.Sprintf("program exited with non-zero exit code: %d", exitErr.ExitCode())}, nil
 	}
 	return &pulumirpc.RunResponse{Error: fmt.Sprintf("running the Python program failed: %v", waitErr)}, nil
+}
+
+// virtualenvEnv returns env with the virtualenv of python activated, as `source bin/activate` would: its bin first on
+// PATH, VIRTUAL_ENV set, and no PYTHONHOME to point the interpreter elsewhere.
+func virtualenvEnv(env []string, python string) []string {
+	venvBin := filepath.Dir(python)
+	path := venvBin
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = venvBin + string(os.PathListSeparator) + v // the last PATH wins, as in exec
+		}
+	}
+	return append(withoutKeys(env, "PYTHONHOME", "PATH", "VIRTUAL_ENV"), "PATH="+path, "VIRTUAL_ENV="+filepath.Dir(venvBin))
 }
 
 // withoutKeys drops the named variables from an environment list so they can be set afresh.
@@ -325,3 +354,108 @@ func withoutKeys(env []string, keys ...string) []string {
 	}
 	return out
 }
+
+// RunPlugin runs a plugin written in Python (for tuneform: the CrossGuard policy pack in policy/) and streams its
+// output back to the engine, which reads the plugin's gRPC port from the first stdout line, then its exit code.
+//
+// The engine sends the plugin directory as info (root = program directory = the directory holding PulumiPolicy.yaml
+// or PulumiPlugin.yaml, whose runtime options arrive as info.options), its own environment as env, and the plugin's
+// arguments (logging flags, then the engine address). Like Pulumi's own host:
+//   - a policy pack (kind "analyzer") runs as `python -u -m pulumi.policy <args...> <pack dir>` in the pack directory:
+//     pulumi.policy is the SDK's runner for packs, which runs the pack's __main__.py;
+//   - any other plugin runs as `python -u <plugin dir> <args...>` (its __main__.py) in the engine's working directory.
+//
+// Left out, because tuneform has no use for them: the `pulumi.run.plugin` mode for pyproject-packaged plugins without a
+// __main__.py, debugger attachment, and the proxy Pulumi's host puts in front of a pack to hand it the stack's
+// config as PULUMI_CONFIG before it starts (pulumi_policy >= 1.x receives the stack config over ConfigureStack).
+func (h *languageHost) RunPlugin(
+	req *pulumirpc.RunPluginRequest, stream grpc.ServerStreamingServer[pulumirpc.RunPluginResponse],
+) error {
+	if req.GetAttachDebugger() {
+		return errors.New("tuneform's Python language host cannot attach a debugger to a plugin")
+	}
+	info := req.GetInfo()
+	python, err := virtualenvPython(info)
+	if err != nil {
+		return err
+	}
+
+	dir := info.GetProgramDirectory()
+	var args []string
+	var workDir string
+	if req.GetKind() == string(apitype.AnalyzerPlugin) {
+		args = append(append([]string{"-u", "-m", "pulumi.policy"}, req.GetArgs()...), dir)
+		// Packs have always run from their own directory; a pack may open files next to itself.
+		workDir = dir
+	} else {
+		args = append([]string{"-u", dir}, req.GetArgs()...)
+		workDir = req.GetPwd()
+	}
+
+	// The engine closes a plugin by ending this call, so the call's context bounds the process. SIGTERM rather than
+	// the default SIGKILL lets Python exit on its own (it dies at once, without a traceback, as nothing in a plugin
+	// handles SIGTERM); WaitDelay kills it if it has not gone, or left a child holding our pipes, 5 s later.
+	ctx := stream.Context()
+	cmd := exec.CommandContext(ctx, python, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	cmd.Dir = workDir
+	env := req.GetEnv()
+	if len(env) == 0 {
+		env = os.Environ()
+	}
+	cmd.Env = virtualenvEnv(env, python)
+	// exec copies stdout and stderr on two goroutines, and a gRPC stream must not be sent on concurrently.
+	out := &pluginOutput{stream: stream}
+	cmd.Stdout = out.writer(func(b []byte) *pulumirpc.RunPluginResponse {
+		return &pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stdout{Stdout: b}}
+	})
+	cmd.Stderr = out.writer(func(b []byte) *pulumirpc.RunPluginResponse {
+		return &pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stderr{Stderr: b}}
+	})
+
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("could not start plugin %s with %s: %w", req.GetName(), python, err)
+	}
+	waitErr := cmd.Wait()
+	if ctx.Err() != nil {
+		// The engine ended the call (it is done with the plugin); there is nobody left to tell.
+		return nil
+	}
+	code := 0
+	var exitErr *exec.ExitError
+	if errors.As(waitErr, &exitErr) {
+		code = exitErr.ExitCode() // -1 when a signal ended the plugin
+	} else if waitErr != nil {
+		return fmt.Errorf("running plugin %s: %w", req.GetName(), waitErr)
+	}
+	// The exit code is the last message: the engine closes the plugin's stdout and stderr when it arrives.
+	return out.send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: int32(code)}})
+}
+
+// pluginOutput serialises a plugin's stdout and stderr chunks onto the RunPlugin stream.
+type pluginOutput struct {
+	mu     sync.Mutex
+	stream grpc.ServerStreamingServer[pulumirpc.RunPluginResponse]
+}
+
+func (o *pluginOutput) send(msg *pulumirpc.RunPluginResponse) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.stream.Send(msg)
+}
+
+// writer returns an io.Writer that sends each chunk as one message built by wrap. The chunk is copied because exec
+// reuses its buffer and Send may still hold the message.
+func (o *pluginOutput) writer(wrap func([]byte) *pulumirpc.RunPluginResponse) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		if err := o.send(wrap(append([]byte(nil), p...))); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
