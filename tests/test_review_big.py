@@ -76,9 +76,12 @@ def test_200_mb_dataset_change_answers_in_seconds_within_the_limit(tmp_path: Pat
 
     # The CLI in a child Python that reports its own peak memory (git's processes are not counted: a loose object
     # is inflated whole by `git cat-file`; objects in packs are streamed).
+    # VmHWM, not getrusage's ru_maxrss: the latter survives exec, so a child of a big pytest worker would report
+    # the worker's peak instead of its own.
     measure = (
-        "import resource, sys; from tuneform.cli import main; status = main(sys.argv[1:]); "
-        "print(f'peak-rss-kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr); "
+        "import re, sys; from tuneform.cli import main; status = main(sys.argv[1:]); "
+        "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); "
+        "print(f'peak-rss-kb={hwm}', file=sys.stderr); "
         "sys.exit(status)"
     )
     started = time.monotonic()
