@@ -80,8 +80,11 @@ test: bootstrap lint typecheck
 test-all:
 	$(MAKE) test PYTEST_MARKERS=
 
+# Each benchmark prints its baseline, tuneform's figure and their ratio, measured in the same run.
 bench: bootstrap
-	for b in bench/bench_*.py; do echo "== $$b"; $(PY) "$$b"; done
+	$(PY) bench/bench_dataset.py
+	$(PY) bench/bench_preview.py --specs 100
+	$(PY) bench/bench_trainer.py
 
 lock:
 	$(UV) pip compile pyproject.toml --extra dev -p 3.11 --python-platform x86_64-unknown-linux-gnu -o requirements.lock

@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tuneform.backends.local import default_cache_dir
+
 REPO = Path(__file__).resolve().parents[1]
 TICKETS = REPO / "tuning_specs" / "datasets" / "ticket-router"
 LORA = {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": None}
@@ -129,7 +131,7 @@ def main() -> None:
     parser.add_argument("--validation-examples", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for both (default: idle cores)")
-    parser.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "tuneform")
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="base-model cache (per user)")
     parser.add_argument("--run", choices=["plain", "tuneform"], help=argparse.SUPPRESS)
     parser.add_argument("--base", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--train", type=Path, help=argparse.SUPPRESS)
