@@ -40,7 +40,7 @@ def gate(props: dict[str, Any], olds: dict[str, Any] | None) -> tuple[dict[str, 
     metric = str(promote.get("metric", "exactMatch"))
     margin = float(promote.get("minImprovement", 0.0))
     serving = max(served, key=lambda version: served[version])
-    known = {**_metrics_seen(props, olds), candidate: props.get("candidateMetrics") or {}}
+    known = _metrics_seen(props, olds)
     candidate_score = known.get(candidate, {}).get(metric)
     serving_score = known.get(serving, {}).get(metric)
     promoted = candidate_score is not None and serving_score is not None and candidate_score >= serving_score + margin
@@ -86,11 +86,8 @@ class EndpointProvider(ResourceProvider):
         self.settings = settings
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        emit = progress_printer(f"{props['name']}/endpoint")
-        traffic, promotion = gate(props, None)
-        state = build_backend(self.settings).deploy(_request(props, traffic, None), None, emit)
-        outs = {**props, **_state_outputs(state), "promotion": promotion, "versionMetrics": _metrics_seen(props, None)}
-        return CreateResult(id_=state.endpoint_id, outs=outs)
+        outs = self._deploy(props, None, None)
+        return CreateResult(id_=outs["endpointId"], outs=outs)
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # A server found dead by `pulumi refresh` is restarted by the next `pulumi up`.
@@ -99,8 +96,12 @@ class EndpointProvider(ResourceProvider):
         )
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        emit = progress_printer(f"{news['name']}/endpoint")
-        traffic, promotion = gate(news, olds)
+        return UpdateResult(outs=self._deploy(news, olds, id_))
+
+    def _deploy(self, props: dict[str, Any], olds: dict[str, Any] | None, existing: str | None) -> dict[str, Any]:
+        """Serve what the evaluation gate allows; a first deployment has nothing to gate against."""
+        emit = progress_printer(f"{props['name']}/endpoint")
+        traffic, promotion = gate(props, olds)
         if promotion is not None:
             emit(
                 f"evaluation gate: {promotion['outcome']} version {promotion['candidate']['version']} "
@@ -108,9 +109,10 @@ class EndpointProvider(ResourceProvider):
                 f"{promotion['serving']['version']} at {promotion['serving']['score']}, "
                 f"required improvement {promotion['minImprovement']})"
             )
-        state = build_backend(self.settings).deploy(_request(news, traffic, olds.get("apiKey")), id_, emit)
-        outs = {**news, **_state_outputs(state), "promotion": promotion, "versionMetrics": _metrics_seen(news, olds)}
-        return UpdateResult(outs=outs)
+        # The key made at creation is kept across updates.
+        api_key = (olds or {}).get("apiKey")
+        state = build_backend(self.settings).deploy(_request(props, traffic, api_key), existing, emit)
+        return {**props, **_state_outputs(state), "promotion": promotion, "versionMetrics": _metrics_seen(props, olds)}
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         state = build_backend(self.settings).endpoint_status(id_)
