@@ -1,20 +1,22 @@
 """The local trainer: supervised fine-tuning with TRL's ``SFTTrainer`` and PEFT LoRA (or every weight).
 
-One recipe, read top to bottom by :func:`train`: load the base model -> tokenize the conversations with a mask over
-the model turns (see :mod:`tuneform.training.data`) -> ``LoraConfig`` from the spec -> ``SFTConfig`` chosen for the
-device -> ``SFTTrainer.train`` resuming from the last complete checkpoint -> save the adapter (or weights).
+One recipe, read top to bottom by :func:`train`: choose how to use this machine (:mod:`tuneform.training.recipe`) ->
+load the base model -> tokenize the conversations with a mask over the model turns (see
+:mod:`tuneform.training.data`) -> ``LoraConfig`` from the spec -> ``SFTConfig`` from the recipe -> ``SFTTrainer.train``
+resuming from the last complete checkpoint -> save the adapter (or weights).
 
 ``adapterSize`` -> LoRA (see :func:`build_lora_config`): rank = adapterSize (1, 2, 4, 8, 16, 32; 8 when unset),
 alpha = 2 x rank, dropout 0.05, on every linear projection of the decoder (``all-linear``: q, k, v, o, gate, up,
 down; never the tied embedding/LM head). ``targets.local.lora`` overrides any of these.
 
-Batches on CPU: TRL's packing and padding-free modes are only correct with FlashAttention's variable-length kernels
-(without them, examples packed into one row attend to each other), so on CPU batches are padded dynamically to their
-longest row, and rows of similar length are grouped (``train_sampling_strategy="group_by_length"``) so little
-padding is computed. Activation (gradient) checkpointing, on in SFTConfig's defaults, is off: the activations of
-models this size fit easily and recomputing them costs a third more compute. Weights and optimizer state are fp32;
-bf16 autocast runs the matmuls on GPUs and on CPUs with bf16 hardware (AVX512-BF16, AMX), fp32 elsewhere. The GPU
-is used automatically when CUDA is available.
+Batches: a step takes ``batch_size`` examples, grouped by length (``train_sampling_strategy="group_by_length"``), on
+every device; only their layout differs. On CPU they are padded to the longest row (packing would compute attention
+between examples only to mask it away). On a GPU with a variable-length attention kernel they are concatenated into
+one padding-free row with positions restarting at every example, so no padding is computed and no example attends to
+another (``tests/test_training_packing.py`` checks that every example's loss is unchanged). ``tokens_per_batch``
+instead fills each step with whole examples up to a token budget. Activation (gradient) checkpointing, on in
+SFTConfig's defaults, is off: the activations of models this size fit easily and recomputing them costs a third more
+compute. The GPU is used automatically when CUDA is available.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tuneform.backends.base import BackendError
+from tuneform.training.recipe import (
+    VARLEN_ATTENTION,
+    Recipe,
+    choose_recipe,
+    detect_capabilities,
+)
 
 ADAPTER_SIZES = (1, 2, 4, 8, 16, 32)
 DEFAULT_ADAPTER_SIZE = 8
@@ -38,6 +46,9 @@ LORA_DROPOUT = 0.05
 LORA_KEYS = ("rank", "alpha", "dropout", "target_modules")
 PROGRESS_INTERVAL_S = 5.0
 """At most one progress line per this many seconds (plus the first step, epoch ends and the end)."""
+WARMUP_STEPS = 3
+"""Steps reported apart as warm-up: kernel compilation (Triton, ``torch.compile``), cuBLAS heuristics and the memory
+allocator's growth happen in the first steps and would otherwise be averaged into the steady-state rate."""
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -68,6 +79,13 @@ class TrainConfig:
     """CPU threads; ``None`` = every core this process may run on."""
     extra_args: dict[str, Any] = field(default_factory=dict)
     """Further ``SFTConfig`` fields (for experiments and the benchmark), applied last."""
+    tokens_per_batch: int | None = None
+    """Fill each step with whole examples up to this many tokens instead of ``batch_size`` examples (at least
+    ``max_length``)."""
+    compile: bool = False
+    """``torch.compile`` the model (CUDA only; its one-off cost pays back over long runs only)."""
+    recipe: Recipe | None = None
+    """How to use the hardware; ``None`` chooses for this machine (:func:`tuneform.training.recipe.choose_recipe`)."""
 
 
 @dataclass
@@ -89,6 +107,12 @@ class TrainResult:
     resumed_from: str | None
     """The checkpoint directory this call continued from, if any."""
     log_path: Path
+    warmup_seconds: float = math.nan
+    """Wall time of this call's first :data:`WARMUP_STEPS` steps (compilation and other one-off costs)."""
+    steady_tokens_per_second: float = math.nan
+    """Tokens/s after the warm-up steps (NaN when the run had no step past them)."""
+    recipe: str = ""
+    """:meth:`Recipe.describe` of the recipe used."""
 
 
 def build_lora_config(adapter_size: int | None, lora: dict[str, Any] | None) -> Any:
@@ -150,15 +174,6 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), where bf16 autocast pays off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def cpu_threads(requested: int | None) -> int:
     """Threads for torch on CPU: the request, else the cores this process may use that other work leaves idle.
 
@@ -178,21 +193,67 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def _progress_callback(progress: Callable[[str], None], log_path: Path, interval_s: float) -> Any:
+class ThroughputMeter:
+    """Tokens/s of a training call, with its first :data:`WARMUP_STEPS` steps timed apart.
+
+    Args:
+        tokens_of: Tokens seen so far, read from the trainer state (a host-side counter: reading it never waits for
+            the GPU).
+        synchronize: Waits for queued GPU work; called twice per run (end of warm-up, end of training) so that the
+            timestamps are the GPU's, not the moment the CPU queued the work.
+    """
+
+    def __init__(self, tokens_of: Callable[[Any], int], synchronize: Callable[[], None] = lambda: None) -> None:
+        self.tokens_of = tokens_of
+        self.synchronize = synchronize
+        self.started = self.warm_at = self.ended = math.nan
+        self.first_step = self.first_tokens = self.warm_tokens = self.end_tokens = 0
+
+    def begin(self, state: Any) -> None:
+        self.started = time.monotonic()
+        self.first_step, self.first_tokens = state.global_step, self.tokens_of(state)
+
+    def step(self, state: Any) -> None:
+        if state.global_step - self.first_step == WARMUP_STEPS:
+            self.synchronize()
+            self.warm_at, self.warm_tokens = time.monotonic(), self.tokens_of(state)
+
+    def end(self, state: Any) -> None:
+        self.synchronize()
+        self.ended, self.end_tokens = time.monotonic(), self.tokens_of(state)
+
+    def rate_so_far(self, state: Any) -> float:
+        elapsed = time.monotonic() - self.started
+        return (self.tokens_of(state) - self.first_tokens) / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        elapsed = self.ended - self.started
+        return (self.end_tokens - self.first_tokens) / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def warmup_seconds(self) -> float:
+        return self.warm_at - self.started
+
+    @property
+    def steady_tokens_per_second(self) -> float:
+        elapsed = self.ended - self.warm_at
+        return (self.end_tokens - self.warm_tokens) / elapsed if elapsed > 0 else math.nan
+
+
+def _progress_callback(
+    progress: Callable[[str], None], log_path: Path, interval_s: float, meter: ThroughputMeter
+) -> Any:
     """A ``TrainerCallback`` that reports step/total, epoch, loss, tokens/s and ETA (transformers is imported here)."""
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
         def __init__(self) -> None:
             self.log = log_path.open("a", encoding="utf-8")
-            self.started = time.monotonic()
-            self.first_step = 0
-            self.first_tokens = 0
             self.last_emit = -math.inf
             self.epoch_losses: list[float] = []
             self.last_epoch_losses: list[float] = []
             self.loss = math.nan
-            self.rate = 0.0
 
         def line(self, text: str, force: bool) -> None:
             self.log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}\n")
@@ -202,27 +263,24 @@ def _progress_callback(progress: Callable[[str], None], log_path: Path, interval
                 self.last_emit = now
                 progress(text)
 
-        def tokens_per_second(self, state: Any) -> float:
-            elapsed = time.monotonic() - self.started
-            return (state.num_input_tokens_seen - self.first_tokens) / elapsed if elapsed > 0 else 0.0
-
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.started = time.monotonic()
-            self.first_step = state.global_step
-            self.first_tokens = state.num_input_tokens_seen
+            meter.begin(state)
             where = f"resuming at step {state.global_step}" if state.global_step else "starting"
             self.line(f"train: {where}, {state.max_steps} steps, {args.num_train_epochs} epochs", True)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            meter.step(state)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
             if logs and "loss" in logs:
                 self.loss = float(logs["loss"])
                 self.epoch_losses.append(self.loss)
-                done = state.global_step - self.first_step
-                elapsed = time.monotonic() - self.started
+                done = state.global_step - meter.first_step
+                elapsed = time.monotonic() - meter.started
                 eta = elapsed / done * (state.max_steps - state.global_step) if done else math.nan
                 self.line(
                     f"train: step {state.global_step}/{state.max_steps} epoch {state.epoch:.2f} loss {self.loss:.4f} "
-                    f"{self.tokens_per_second(state):.0f} tokens/s ETA {_format_seconds(eta)}",
+                    f"{meter.rate_so_far(state):.0f} tokens/s ETA {_format_seconds(eta)}",
                     done == 1 or state.global_step == state.max_steps,
                 )
 
@@ -237,10 +295,16 @@ def _progress_callback(progress: Callable[[str], None], log_path: Path, interval
             self.line(f"train: checkpoint-{state.global_step} saved", False)
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.rate = self.tokens_per_second(state)
+            meter.end(state)
+            steady = meter.steady_tokens_per_second
+            warm = (
+                f" (first {WARMUP_STEPS} steps {meter.warmup_seconds:.1f} s, then {steady:.0f} tokens/s)"
+                if not math.isnan(steady)
+                else ""
+            )
             self.line(
-                f"train: finished {state.global_step} steps in {_format_seconds(time.monotonic() - self.started)}, "
-                f"{self.rate:.0f} tokens/s",
+                f"train: finished {state.global_step} steps in {_format_seconds(meter.ended - meter.started)}, "
+                f"{meter.tokens_per_second:.0f} tokens/s{warm}",
                 True,
             )
             self.log.close()
@@ -258,6 +322,156 @@ def tokenized_dataset(tokenizer: Any, path: Path) -> Any:
     return Dataset.from_list(rows)
 
 
+def cut_to_length(dataset: Any, max_length: int) -> Any:
+    """Cut rows to ``max_length`` tokens, dropping those left without a model-turn token (as TRL does when padding)."""
+    from datasets import Dataset
+
+    rows = [{key: values[:max_length] for key, values in row.items()} for row in dataset]
+    return Dataset.from_list([row for row in rows if 1 in row["assistant_masks"]])
+
+
+def _trainer_class() -> Any:
+    """``SFTTrainer`` without its per-step host synchronisation (trl is imported here).
+
+    TRL's ``compute_loss`` reads three metrics back from the device at every step (entropy, token accuracy, token
+    count: each ``.item()`` waits for the GPU to drain its queue) and the Trainer's token counter reads a fourth. Here
+    the loss is TRL's own fused-LM-head loss, unchanged, and tokens are counted on the host from the batch's shape
+    (padding-free rows hold no padding) or, for padded rows, from the attention mask (a CPU tensor on CPU).
+    """
+    import torch
+    from trl import SFTTrainer
+
+    class TuneformSFTTrainer(SFTTrainer):
+        def compute_loss(
+            self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            if return_outputs or not model.training:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs["use_cache"] = False  # a cache would also stop transformers' SDPA path from keeping examples apart
+            outputs = model(**inputs, fused_lm_head=True)
+            count = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            return -outputs.log_probs.sum() / torch.as_tensor(count).clamp(min=1)
+
+        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+            mask = inputs.get("attention_mask")
+            self.state.num_input_tokens_seen += (
+                int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+            )
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return TuneformSFTTrainer
+
+
+def _synchronize(device: str) -> Callable[[], None]:
+    import torch
+
+    return torch.cuda.synchronize if device == "cuda" else lambda: None
+
+
+def sft_settings(config: TrainConfig, recipe: Recipe) -> dict[str, Any]:
+    """The ``SFTConfig`` fields for a run (before ``config.extra_args``)."""
+    budget = recipe.batches == "token_budget"
+    settings: dict[str, Any] = dict(
+        output_dir=str(config.output_dir),
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        # A token budget packs whole examples into one row per step (TRL's best-fit-decreasing packing).
+        per_device_train_batch_size=1 if budget else config.batch_size,
+        packing=budget,
+        packing_strategy="bfd",
+        padding_free=recipe.batches == "padding_free",
+        # Padding-free rows are cut by tokenized_dataset (TRL refuses max_length without packing there).
+        max_length=recipe.tokens_per_batch
+        if budget
+        else None
+        if recipe.batches == "padding_free"
+        else config.max_length,
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=recipe.device == "cpu",
+        bf16=recipe.autocast_bf16,
+        activation_checkpointing=False,
+        # The same examples make a step whatever the layout; bins of a token budget are already composed.
+        train_sampling_strategy="random" if budget else "group_by_length",
+        dataloader_pin_memory=recipe.device == "cuda",
+        save_strategy="epoch",
+        save_total_limit=2,
+        logging_strategy="steps",
+        logging_steps=recipe.log_every_steps,
+        logging_first_step=True,
+        # The NaN filter reads the loss back at every step.
+        logging_nan_inf_filter=recipe.device == "cpu",
+        include_num_input_tokens_seen="no",  # counted by TuneformSFTTrainer.training_step, without a device read
+        report_to="none",
+        disable_tqdm=True,
+        torch_compile=recipe.compile,
+    )
+    if recipe.liger:
+        # TRL's fused LM head already computes the loss in chunks; Liger adds its norm, MLP and rotary kernels.
+        settings.update(
+            use_liger_kernel=True,
+            liger_kernel_config={"rope": True, "rms_norm": True, "swiglu": True, "fused_linear_cross_entropy": False},
+        )
+    return settings
+
+
+def build_trainer(config: TrainConfig, recipe: Recipe, progress: Callable[[str], None]) -> tuple[Any, Any, Any]:
+    """Tokenize, load the model as ``recipe`` says and build the trainer.
+
+    Returns:
+        ``(trainer, tokenizer, meter)``; the trainer's callbacks report to ``progress``, ``meter`` times the run.
+    """
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
+    from trl import SFTConfig
+    from trl.trainer.utils import add_fused_lm_head
+
+    if recipe.tokens_per_batch is not None and recipe.tokens_per_batch < config.max_length:
+        raise BackendError(
+            f"tokens_per_batch: expected at least maxLength ({config.max_length}), got {recipe.tokens_per_batch}."
+        )
+    if recipe.attn_implementation == VARLEN_ATTENTION:
+        from tuneform.training.packing import register_varlen_attention
+
+        register_varlen_attention()
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    log_path = config.output_dir / "train.log"
+    tokenizer = AutoTokenizer.from_pretrained(str(config.base_model_dir))
+    train_dataset = tokenized_dataset(tokenizer, config.train_file)
+    too_long = sum(1 for ids in train_dataset["input_ids"] if len(ids) > config.max_length)
+    if too_long:
+        progress(
+            f"train: warning: {too_long} of {len(train_dataset)} examples are longer than maxLength "
+            f"{config.max_length} tokens and are cut; raise maxLength to keep them whole"
+        )
+    if recipe.batches != "padded":
+        # TRL cuts padded rows itself, but refuses max_length on padding-free rows and packs a token budget.
+        train_dataset = cut_to_length(train_dataset, config.max_length)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(config.base_model_dir),
+        dtype=getattr(torch, recipe.base_dtype),
+        attn_implementation=recipe.attn_implementation,
+    )
+    set_seed(config.seed)  # LoRA matrices are initialised from the global RNG, before the Trainer seeds anything
+    if config.mode == "adapter":
+        # PEFT keeps the adapter weights (and so their gradients and optimizer state) fp32 over a bf16 base.
+        model = get_peft_model(model, build_lora_config(config.adapter_size, config.lora), autocast_adapter_dtype=True)
+
+    args = SFTConfig(**{**sft_settings(config, recipe), **config.extra_args})
+    meter = ThroughputMeter(lambda state: int(state.num_input_tokens_seen), _synchronize(recipe.device))
+    callback = _progress_callback(progress, log_path, PROGRESS_INTERVAL_S, meter)
+    trainer = _trainer_class()(
+        model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer, callbacks=[callback]
+    )
+    # TRL's head also computes entropy and top-1 hits, for metrics this trainer never reads: the loss alone is cheaper.
+    causal_lm = trainer.model.get_base_model() if config.mode == "adapter" else trainer.model
+    add_fused_lm_head(causal_lm, outputs=("log_probs",))
+    # Our callback reports progress at a bounded rate; the stock printer would dump every step's dict to stdout.
+    trainer.remove_callback(PrinterCallback)
+    return trainer, tokenizer, meter
+
+
 def train(config: TrainConfig, progress: Callable[[str], None]) -> TrainResult:
     """Fine-tune ``config.base_model_dir`` on ``config.train_file``; resume if ``output_dir`` holds a checkpoint.
 
@@ -272,65 +486,25 @@ def train(config: TrainConfig, progress: Callable[[str], None]) -> TrainResult:
         BackendError: For a data file that cannot be read or converted, or an invalid LoRA setting.
     """
     import torch
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
-    from trl import SFTConfig, SFTTrainer
 
     if config.mode not in ("adapter", "full"):
         raise BackendError(f"mode: expected 'adapter' or 'full', got {config.mode!r}.")
-    config.output_dir.mkdir(parents=True, exist_ok=True)
-    log_path = config.output_dir / "train.log"
-    device = pick_device()
-    if device == "cpu":
+    capabilities = detect_capabilities() if config.recipe is None else None
+    recipe = config.recipe or choose_recipe(
+        capabilities,  # type: ignore[arg-type]
+        mode=config.mode,
+        tokens_per_batch=config.tokens_per_batch,
+        compile=config.compile,
+    )
+    if recipe.device == "cpu":
         torch.set_num_threads(cpu_threads(config.threads))
-    progress(f"train: on {device} ({torch.get_num_threads()} threads), log at {log_path}")
-
-    tokenizer = AutoTokenizer.from_pretrained(str(config.base_model_dir))
-    train_dataset = tokenized_dataset(tokenizer, config.train_file)
-    too_long = sum(1 for ids in train_dataset["input_ids"] if len(ids) > config.max_length)
-    if too_long:
-        progress(
-            f"train: warning: {too_long} of {len(train_dataset)} examples are longer than maxLength "
-            f"{config.max_length} tokens and are cut; raise maxLength to keep them whole"
-        )
-    # fp32 weights everywhere; bf16 autocast does the matmuls where the hardware has bf16 units (any recent GPU,
-    # CPUs with AVX512-BF16/AMX: 1.5x the tokens/s of fp32 measured on 2 EPYC cores), so LoRA weights, gradients
-    # and optimizer state stay fp32.
-    bf16 = device == "cuda" or cpu_has_native_bf16()
-    model = AutoModelForCausalLM.from_pretrained(str(config.base_model_dir), dtype=torch.float32)
-    set_seed(config.seed)  # LoRA matrices are initialised from the global RNG, before the Trainer seeds anything
-    if config.mode == "adapter":
-        model = get_peft_model(model, build_lora_config(config.adapter_size, config.lora))
-
-    settings: dict[str, Any] = dict(
-        output_dir=str(config.output_dir),
-        num_train_epochs=config.epochs,
-        learning_rate=config.learning_rate,
-        per_device_train_batch_size=config.batch_size,
-        max_length=config.max_length,
-        seed=config.seed,
-        data_seed=config.seed,
-        use_cpu=device == "cpu",
-        bf16=bf16,
-        activation_checkpointing=False,
-        train_sampling_strategy="group_by_length",
-        dataloader_pin_memory=device == "cuda",
-        save_strategy="epoch",
-        save_total_limit=2,
-        logging_strategy="steps",
-        logging_steps=1,
-        include_num_input_tokens_seen="non_padding",
-        report_to="none",
-        disable_tqdm=True,
+    where = capabilities.describe() if capabilities else recipe.device
+    progress(f"train: on {where}, {torch.get_num_threads()} threads, log at {config.output_dir / 'train.log'}")
+    progress(f"train: {recipe.describe()}")
+    trainer, tokenizer, meter = build_trainer(config, recipe, progress)
+    progress(
+        f"train: {len(trainer.train_dataset)} {'packed rows' if recipe.batches == 'token_budget' else 'examples'}"
     )
-    args = SFTConfig(**{**settings, **config.extra_args})
-    callback = _progress_callback(progress, log_path, PROGRESS_INTERVAL_S)
-    progress(f"train: {'bf16 autocast' if args.bf16 else 'fp32'} on {device}, {len(train_dataset)} examples")
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer, callbacks=[callback]
-    )
-    # Our callback reports progress at a bounded rate; the stock printer would dump every step's dict to stdout.
-    trainer.remove_callback(PrinterCallback)
     resume = last_checkpoint(config.output_dir)
     if resume is not None:
         progress(f"train: resuming from {resume}")
@@ -340,6 +514,7 @@ def train(config: TrainConfig, progress: Callable[[str], None]) -> TrainResult:
     trainer.save_model(str(artifact_dir))
     tokenizer.save_pretrained(str(artifact_dir))
     state = trainer.state
+    callback = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "ProgressCallback")
     losses = callback.last_epoch_losses or callback.epoch_losses
     result = TrainResult(
         output_dir=config.output_dir,
@@ -349,9 +524,12 @@ def train(config: TrainConfig, progress: Callable[[str], None]) -> TrainResult:
         steps=state.global_step,
         epochs=float(state.epoch or 0.0),
         tokens=int(state.num_input_tokens_seen),
-        tokens_per_second=callback.rate,
+        tokens_per_second=meter.tokens_per_second,
         resumed_from=str(resume) if resume else None,
-        log_path=log_path,
+        log_path=config.output_dir / "train.log",
+        warmup_seconds=meter.warmup_seconds,
+        steady_tokens_per_second=meter.steady_tokens_per_second,
+        recipe=recipe.describe(),
     )
     summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
     (config.output_dir / "result.json").write_text(json.dumps(summary, indent=2))
