@@ -86,5 +86,8 @@ bench: bootstrap
 	$(PY) bench/bench_preview.py --specs 100
 	$(PY) bench/bench_trainer.py
 
+# requirements.lock: everything (core + local + dev); requirements-core.lock: the core profile alone, at the very
+# same versions (compiled against the full lock), what CI's review job installs (no torch).
 lock:
-	$(UV) pip compile pyproject.toml --extra dev -p 3.11 --python-platform x86_64-unknown-linux-gnu -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra local --extra dev -p 3.11 --python-platform x86_64-unknown-linux-gnu -o requirements.lock
+	$(UV) pip compile pyproject.toml -c requirements.lock -p 3.11 --python-platform x86_64-unknown-linux-gnu -o requirements-core.lock

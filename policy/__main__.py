@@ -8,7 +8,9 @@ Each policy reads its limit from the pack's config (``--policy-pack-config polic
 Inputs read (what ``tuneform.program`` declares):
 
 - ``TuningJob``: ``name``, ``target``, ``baseModel``, ``mode``, ``hyperparameters.epochs``, ``labels``,
-  ``estimatedTrainingTokens``, ``estimatedCost`` and, on Vertex AI stacks, ``region``.
+  ``estimatedTrainingTokens`` with ``tokenMethod`` (how they were counted: the same count ``tuneform plan`` and the
+  review show, exact on the local target and the documented estimate on Vertex AI, so a limit never depends on
+  the machine), ``estimatedCost`` and, on Vertex AI stacks, ``region``.
 - ``Endpoint``: ``name``, ``traffic`` (version -> percent) and, where evaluations exist, ``versionMetrics``
   (version -> {metric: value}) and ``servingVersion`` (the version serving before this update).
 """
@@ -27,6 +29,8 @@ from pulumi_policy import (
     ResourceValidationArgs,
     ResourceValidationPolicy,
 )
+
+from tuneform.datasets.tokens import describe_method
 
 TUNING_JOB = "pulumi-python:dynamic/tuneform:TuningJob"
 ENDPOINT = "pulumi-python:dynamic/tuneform:Endpoint"
@@ -81,6 +85,12 @@ def max_epochs(props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]
     ]
 
 
+def _counted(props: Mapping[str, Any]) -> str:
+    """How the training tokens were counted, in the words of ``tuneform plan`` and the review comment."""
+    method = props.get("tokenMethod")
+    return f" ({describe_method(method)})" if method else ""
+
+
 def max_training_tokens(props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
     """A tuning run may not train on more tokens (dataset tokens x epochs) than the stack allows."""
     limit = config.get("maxTrainingTokens")
@@ -89,7 +99,8 @@ def max_training_tokens(props: Mapping[str, Any], config: Mapping[str, Any]) -> 
         return []
     return [
         f"{props.get('name')}: training tokens (dataset tokens x spec.hyperparameters.epochs): expected at most "
-        f"{_number(limit)} (maxTrainingTokens), got {_number(tokens)}. Trim the dataset or lower `epochs`."
+        f"{_number(limit)} (maxTrainingTokens), got {_number(tokens)}{_counted(props)}. Trim the dataset or lower "
+        "`epochs`."
     ]
 
 
@@ -101,8 +112,8 @@ def max_training_cost(props: Mapping[str, Any], config: Mapping[str, Any]) -> li
         return []
     return [
         f"{props.get('name')}: estimated training cost: expected at most ${limit:,.2f} (maxTrainingCost), got "
-        f"${cost:,.2f} for {_number(props.get('estimatedTrainingTokens') or 0)} training tokens. Trim the dataset "
-        "or lower `epochs`."
+        f"${cost:,.2f} for {_number(props.get('estimatedTrainingTokens') or 0)} training tokens{_counted(props)}. "
+        "Trim the dataset or lower `epochs`."
     ]
 
 

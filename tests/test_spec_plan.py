@@ -36,7 +36,7 @@ def _docs(tmp_path: Path):  # type: ignore[no-untyped-def]
     for split in ("train", "validation"):
         (tmp_path / "datasets" / f"{split}.jsonl").write_text(json.dumps(ROW) + "\n")
     gemini = tmp_path / "gemini.yaml"
-    gemini.write_text(_spec("router", "gemini-2.5-flash", "  adapterSize: 4\n"))
+    gemini.write_text(_spec("router", "gemini-3.5-flash", "  adapterSize: 4\n"))
     llama = tmp_path / "llama.yaml"
     llama.write_text(_spec("extractor", "meta/llama3_1@llama-3.1-8b-instruct", "  hyperparameters: {epochs: 2}\n"))
     local_only = tmp_path / "local.yaml"
@@ -98,7 +98,7 @@ def test_renderers_show_every_model_and_the_totals(tmp_path: Path) -> None:
     plan = build_plan(docs, "vertex", summaries)
     text = render_text(plan)
     assert text.startswith("Plan for the vertex target: 2 tuned models\n")
-    assert "  tokens per epoch  12,000 (estimate)\n" in text
+    assert "  tokens per epoch  12,000 (estimate by tuneform's documented rule, which errs high)\n" in text
     assert "skipped tiny: its base model does not run on the vertex target" in text
     assert text.rstrip().endswith(
         "Total: 2 models, 72,000 training tokens, estimated cost $0.00 + 2 models of unknown cost"
@@ -106,7 +106,48 @@ def test_renderers_show_every_model_and_the_totals(tmp_path: Path) -> None:
     markdown = render_markdown(plan)
     rows = [line for line in markdown.splitlines() if line.startswith("| `")]
     assert rows[0] == (
-        "| `router` | `gemini-2.5-flash` | an adapter of size 4 | 300 train, 60 validation | 12,000 (estimate) "
-        "| auto (plan assumes 4, unconfirmed) | 48,000 | unknown: price unconfirmed |"
+        "| `router` | `gemini-3.5-flash` | an adapter of size 4 | 300 train, 60 validation | 12,000 (estimate by "
+        "tuneform's documented rule, which errs high) | auto (plan assumes 4, unconfirmed) | 48,000 | unknown: price "
+        "unconfirmed |"
     )
     assert len(rows) == 2
+
+
+def test_plan_and_program_agree_on_tokens_and_cost_for_each_target(tmp_path: Path) -> None:
+    """`tuneform plan` and the Pulumi program (prepare) share one count and one estimate: the same figures."""
+    import shutil
+
+    from tuneform.cli import run_validation
+    from tuneform.prepare import prepare
+    from tuneform.spec import find_spec_files
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "tuning_specs", tmp_path / "tuning_specs")
+    (tmp_path / "Pulumi.yaml").write_text("name: t\n")
+    for target in ("local", "vertex"):
+        validation = run_validation(find_spec_files(tmp_path / "tuning_specs"), target=target, repo_root=tmp_path)
+        assert validation.problems == []
+        plan = {item.name: item for item in build_plan(validation.docs, target, validation.summaries).items}
+        prepared = {model.spec.name: model for model in prepare(tmp_path, target)}
+        assert set(plan) == set(prepared)
+        for name, model in prepared.items():
+            assert plan[name].training_tokens == model.training_tokens, (target, name)
+            assert plan[name].cost == model.estimated_cost, (target, name)
+            assert plan[name].token_method == model.train.token_method, (target, name)
+            expected = "exact:SmolLM2-135M-Instruct.Q4_1" if target == "local" else "estimate"
+            assert model.train.token_method.startswith(expected), (target, name)
+
+
+def test_a_local_model_given_by_path_plans_the_trainers_default_epochs(tmp_path: Path) -> None:
+    from tuneform.spec.plan import DEFAULT_LOCAL_EPOCHS, estimate_run
+
+    docs, _ = _docs(tmp_path)
+    tiny = docs[2].resolved["local"]
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    from dataclasses import replace
+
+    by_path = replace(tiny, base_model=str(model_dir))
+    run = estimate_run(by_path, 1_000)
+    assert (run.epochs, run.epochs_text, run.training_tokens) == (DEFAULT_LOCAL_EPOCHS, "3 (default)", 3_000)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -69,49 +69,41 @@ def _selected(docs: Iterable[TunedModelDocument], target: str) -> tuple[list[Pai
     return pairs, problems
 
 
-def _tokenizer_source(spec: ResolvedSpec) -> Path | None:
-    """Where the base model's own tokenizer is on this machine (local models only), for exact token counts."""
-    if spec.target != "local":
-        return None
-    found = catalogue.local_file(spec.base_model)
-    if found is not None:
-        return found
-    path = Path(spec.base_model)
-    return path if path.is_absolute() and path.exists() else None
-
-
 def _check_datasets(
-    pairs: Sequence[Pair], progress: Callable[[str], None] | None, *, exact_tokens: bool = False
-) -> tuple[dict[str, Any], list[Any]]:
-    """Run the streaming dataset checks on every local dataset file, once per file, format and limits.
+    pairs: Sequence[Pair], progress: Callable[[str], None] | None
+) -> tuple[dict[str, Any], list[Any], list[str]]:
+    """Run the streaming dataset checks on every local dataset file, once per file, format, limits and count.
+
+    Tokens are counted as ``counting_for(target, base model)`` says (exact on the local target, the documented
+    estimate on Vertex AI), the same count the Pulumi program and the review use.
 
     Args:
         pairs: The resolved specs whose datasets to check.
         progress: Receives one line per step.
-        exact_tokens: Count tokens with the base model's own tokenizer where it is on this machine (local models;
-            loading a GGUF vocabulary takes seconds), instead of the documented high estimate.
 
     Returns:
-        Summaries keyed by absolute path, and the problems (Problem-like objects whose ``str`` is one line).
+        Summaries keyed by absolute path (left out where tokens cannot be counted here), the problems
+        (Problem-like objects whose ``str`` is one line), and notes on what could not be counted.
     """
     say = progress or (lambda _line: None)
     try:
         from tuneform.datasets.check import DatasetLimits, check_dataset
     except ImportError:
         say("dataset checks skipped: tuneform.datasets.check is not installed")
-        return {}, []
+        return {}, [], []
+    from tuneform.datasets.tokens import counting_for
+
     summaries: dict[str, Any] = {}
     problems: list[Any] = []
-    done: set[tuple[str, str, Any, Path | None]] = set()
-    counters: dict[Path, Any] = {}
+    notes: list[str] = []
+    done: set[tuple[str, str, Any, str]] = set()
     for _doc, spec in pairs:
         info = catalogue.get(spec.base_model) or catalogue.local_path_info(spec.base_model)
-        source = _tokenizer_source(spec) if exact_tokens else None
-        if source is not None and source not in counters:
-            from tuneform.datasets.tokens import tokenizer_counter
-
-            say(f"loading the tokenizer of {spec.base_model} for exact token counts")
-            counters[source] = tokenizer_counter(source)
+        counting = counting_for(spec.target, spec.base_model)
+        if not counting.available:
+            note = f"{spec.name} on {spec.target}: tokens not counted ({counting.missing})"
+            if note not in notes:
+                notes.append(note)
         splits: tuple[tuple[Split, str | None], ...] = (
             ("train", spec.dataset.train_path),
             ("validation", spec.dataset.validation_path),
@@ -120,23 +112,27 @@ def _check_datasets(
             if path is None:
                 continue
             limits = catalogue.limits_for(info, split)
-            key = (path, spec.dataset.format, limits, source)
+            if not counting.available:
+                # No tokenizer, no token limit: an estimate here could refuse what the exact count allows.
+                limits = replace(limits, max_tokens_per_example=None)
+            key = (path, spec.dataset.format, limits, counting.method)
             if key in done:
                 continue
             done.add(key)
             shown = display_name(Path(path))
-            say(f"checking {shown} ({split} set for {spec.base_model})")
+            say(f"checking {shown} ({split} set for {spec.base_model}, tokens: {counting.label})")
             summary, found = check_dataset(
                 path,
                 format=spec.dataset.format,
                 limits=DatasetLimits(**asdict(limits)),
-                count_tokens=counters.get(source) if source is not None else None,
+                count_tokens=counting.counter,
                 display_path=shown,
                 progress=say,
             )
-            summaries[path] = summary
+            if counting.available:
+                summaries[path] = summary
             problems.extend(found)
-    return summaries, problems
+    return summaries, problems, notes
 
 
 @dataclass(frozen=True)
@@ -176,7 +172,9 @@ def run_validation(
     except SpecErrors as errors:
         return Validation([], list(errors.problems), {}, 0)
     pairs, problems = _selected(docs, target)
-    summaries, dataset_problems = _check_datasets(pairs, progress)
+    summaries, dataset_problems, notes = _check_datasets(pairs, progress)
+    for note in notes:
+        (progress or (lambda _line: None))(f"note: {note}")
     problems.extend(dataset_problems)
     datasets = {path for _, spec in pairs for path in (spec.dataset.train_path, spec.dataset.validation_path) if path}
     return Validation(docs, problems, summaries, len(datasets))
@@ -209,8 +207,15 @@ def _validate(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     if args.base is not None:
         from tuneform.review import plan_against_base
+        from tuneform.review.state import configured_stacks
 
-        return plan_against_base(args.base, target=args.target, format=args.format, paths=args.paths, progress=_stderr)
+        stacks = args.stack if args.stack else configured_stacks()
+        return plan_against_base(
+            args.base, target=args.target, format=args.format, paths=args.paths, progress=_stderr, stacks=stacks
+        )
+    if args.format == "json":
+        print("tuneform: plan: --format json needs --base (it is the review's change plan)", file=sys.stderr)
+        return EXIT_PROBLEMS
     target: Target = args.target or "local"
     try:
         docs = load_specs(_spec_files(args.paths))
@@ -218,13 +223,16 @@ def _plan(args: argparse.Namespace) -> int:
         _print_problems(errors.problems)
         return EXIT_PROBLEMS
     pairs = [(doc, doc.resolved[target]) for doc in docs if target in doc.resolved]
-    summaries, problems = _check_datasets(pairs, _stderr, exact_tokens=args.exact_tokens)
+    summaries, problems, notes = _check_datasets(pairs, _stderr)
     if problems:
         _print_problems(problems)
         return EXIT_PROBLEMS
     plan = build_plan(docs, target, summaries)
     render = render_markdown if args.format == "markdown" else render_text
     sys.stdout.write(render(plan))
+    if notes:
+        bullet = "- " if args.format == "markdown" else "note: "
+        sys.stdout.write("\n" + "".join(f"{bullet}{note}\n" for note in notes))
     return EXIT_OK
 
 
@@ -275,11 +283,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="REF",
         help="compare with this git commit (e.g. origin/main): per model created / re-tuned / updated / removed",
     )
-    plan.add_argument("--format", choices=["text", "markdown"], default="text", help="output format (default: text)")
     plan.add_argument(
-        "--exact-tokens",
-        action="store_true",
-        help="count tokens with the base model's own tokenizer where it is on this machine (local target; slower)",
+        "--format", choices=["text", "markdown", "json"], default="text", help="output format (default: text)"
+    )
+    plan.add_argument(
+        "--stack",
+        action="append",
+        metavar="NAME",
+        help="with --base: read current versions from this stack's state (repeatable; default: $TUNEFORM_STACKS)",
     )
     plan.set_defaults(run=_plan)
 

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tuneform.spec.model import ResolvedSpec
+from tuneform.spec.plan import DEFAULT_LOCAL_EPOCHS, estimate_run
 
 if TYPE_CHECKING:
-    from tuneform.catalogue import ModelInfo
-    from tuneform.datasets import DatasetSummary, TokenCounter
+    from tuneform.datasets import DatasetSummary
+    from tuneform.datasets.tokens import TokenCounting
 
-DEFAULT_LOCAL_EPOCHS = 3
-"""Epochs the local trainer runs when a spec leaves ``hyperparameters.epochs`` unset."""
+__all__ = ["DEFAULT_LOCAL_EPOCHS", "PreparedDataset", "PreparedModel", "cache_root", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def prepare(
     Raises:
         SpecErrors: with every problem found, spec and dataset alike.
     """
-    from tuneform import catalogue
+    from tuneform.datasets.tokens import counting_for
     from tuneform.spec.loader import Problem, SpecErrors, find_spec_files, load_specs, resolve
 
     say = progress or (lambda _line: None)
@@ -81,57 +81,42 @@ def prepare(
         except SpecErrors as errors:
             problems.extend(errors.problems)
     prepared: list[PreparedModel] = []
-    counters: dict[str, TokenCounter | None] = {}
     for spec in resolved:
-        if spec.base_model not in counters:
-            counters[spec.base_model] = _local_tokenizer(spec.base_model) if target == "local" else None
-        counter = counters[spec.base_model]
-        train = _prepare_dataset(repo_root, spec, "train", problems, say, counter=counter)
-        validation = _prepare_dataset(repo_root, spec, "validation", problems, say, counter=counter)
+        counting = counting_for(spec.target, spec.base_model)
+        if not counting.available:
+            # No count at all rather than another one: a token limit must not depend on the machine.
+            where = spec.source
+            problems.append(
+                Problem(
+                    where.file if where else "?",
+                    where.line if where else 1,
+                    where.column if where else 1,
+                    "spec.baseModel",
+                    f"expected the tokenizer of {spec.base_model} on this machine to count training tokens, got "
+                    f"none: {counting.missing}.",
+                )
+            )
+            continue
+        train = _prepare_dataset(repo_root, spec, "train", problems, say, counting=counting)
+        validation = _prepare_dataset(repo_root, spec, "validation", problems, say, counting=counting)
         if train is None:
             continue
-        entry = catalogue.get_model(spec.base_model)
-        epochs = spec.hyperparameters.epochs or _default_epochs(target, entry)
-        training_tokens = train.tokens * epochs
-        price = entry.price_per_1m_training_tokens if entry is not None else None
+        run = estimate_run(spec, train.tokens)
         prepared.append(
             PreparedModel(
                 spec=spec,
                 train=train,
                 validation=validation,
-                epochs=epochs,
-                training_tokens=training_tokens,
-                estimated_cost=None if price is None else round(training_tokens / 1_000_000 * price, 2),
-                price_confirmed=bool(entry is not None and entry.price_confirmed),
+                epochs=run.epochs,
+                training_tokens=run.training_tokens or 0,
+                estimated_cost=run.cost,
+                price_confirmed=run.price_confirmed,
                 spec_hash=spec.spec_hash(train.sha256 + ":" + (validation.sha256 if validation else "")),
             )
         )
     if problems:
         raise SpecErrors(problems)
     return prepared
-
-
-def _local_tokenizer(base_model: str) -> TokenCounter | None:
-    """Exact token counts with the base model's own tokenizer, when its converted copy is already cached.
-
-    The first preview on a new machine uses the documented estimate (which errs high) rather than spend 20 s
-    dequantising a GGUF file just to count; every run after the first `pulumi up` counts exactly.
-    """
-    from tuneform.backends.local import default_cache_dir
-    from tuneform.datasets import tokenizer_counter
-    from tuneform.training.base_model import cached_base_model_dir
-
-    directory = cached_base_model_dir(base_model, cache_dir=default_cache_dir())
-    if directory is None or not (directory / "tokenizer.json").is_file():
-        return None
-    return tokenizer_counter(directory)
-
-
-def _default_epochs(target: str, entry: ModelInfo | None) -> int:
-    if target == "local":
-        return DEFAULT_LOCAL_EPOCHS
-    # The same assumption as `tuneform plan`, so preview and plan show the same tokens and cost.
-    return entry.estimate_epochs if entry is not None else DEFAULT_LOCAL_EPOCHS
 
 
 def _prepare_dataset(
@@ -141,7 +126,7 @@ def _prepare_dataset(
     problems: list[Any],
     say: Callable[[str], None],
     *,
-    counter: TokenCounter | None = None,
+    counting: TokenCounting,
 ) -> PreparedDataset | None:
     from tuneform import catalogue
     from tuneform.datasets import DatasetLimits, check_dataset, read_summary, write_summary
@@ -158,7 +143,7 @@ def _prepare_dataset(
     stat = path.stat()
     key = hashlib.sha256(
         json.dumps(
-            [str(path), stat.st_size, stat.st_mtime_ns, spec.dataset.format, repr(limits), counter and counter.name]
+            [str(path), stat.st_size, stat.st_mtime_ns, spec.dataset.format, repr(limits), counting.method]
         ).encode()
     ).hexdigest()
     cache = cache_root(repo_root)
@@ -175,7 +160,7 @@ def _prepare_dataset(
         path,
         format=spec.dataset.format,
         limits=limits,
-        count_tokens=counter,
+        count_tokens=counting.counter,
         convert_to=converted,
         display_path=display,
     )

@@ -84,6 +84,7 @@ class TunedModel(pulumi.ComponentResource):
                 "labels": spec.labels,
                 "adopt": spec.adopt,
                 "estimatedTrainingTokens": prepared.training_tokens,
+                "tokenMethod": prepared.train.token_method,
                 "estimatedCost": prepared.estimated_cost,
                 "maxTrainingCost": max_training_cost,
                 "region": settings.region or None,

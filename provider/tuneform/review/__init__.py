@@ -15,6 +15,8 @@ from tuneform.review.changes import (
     Status,
     TargetTotals,
     build_change_plan,
+    plan_from_json,
+    plan_to_json,
 )
 from tuneform.review.cli import plan_against_base
 from tuneform.review.datasets import DatasetDiff, Sample, diff_dataset, example_tokens
@@ -39,6 +41,8 @@ __all__ = [
     "diff_dataset",
     "example_tokens",
     "plan_against_base",
+    "plan_from_json",
+    "plan_to_json",
     "render_change_markdown",
     "render_change_text",
 ]

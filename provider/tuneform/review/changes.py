@@ -9,26 +9,47 @@ A change of a training input (``ResolvedSpec.training_inputs``, the dataset cont
 resource replaces on, ``TRAINING_INPUTS``) means a new tuning run and a new model version: *re-tuned*. A change of
 ``metadata.description``/``labels``, the endpoint settings or ``retain`` alone is applied to the existing resources:
 *updated in place*.
+
+Tokens, epochs and cost come from the same two functions as ``tuneform plan`` and the Pulumi program
+(``tuneform.datasets.tokens.counting_for`` and ``tuneform.spec.plan.estimate_run``), so the review, the preview and
+the policy pack agree. Versions come from the state of the stack reviewed for each target (``tuneform.review.state``),
+else, on the local target, from the local registry; otherwise the plan says why they are unknown.
 """
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
+import json
 import os
 import tempfile
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tuneform.datasets.tokens import ESTIMATE_METHOD
+from tuneform.datasets.tokens import TokenCounting, counting_for
 from tuneform.review.datasets import DatasetDiff, diff_dataset
 from tuneform.review.git import GitTree, blob_id_of_file
+from tuneform.review.state import ModelState, StackState, read_stack, stack_target
 from tuneform.spec.errors import SpecErrors
 from tuneform.spec.loader import SPEC_DIR, find_spec_files, load_specs
 from tuneform.spec.model import TARGETS, ResolvedSpec, Target, TunedModelDocument
-from tuneform.spec.plan import build_plan
+from tuneform.spec.plan import estimate_run
 
-__all__ = ["STATUSES", "ChangePlan", "DatasetChange", "FieldChange", "ModelChange", "Status", "build_change_plan"]
+__all__ = [
+    "STATUSES",
+    "ChangePlan",
+    "DatasetChange",
+    "FieldChange",
+    "ModelChange",
+    "Status",
+    "build_change_plan",
+    "plan_from_json",
+    "plan_to_json",
+]
 
 Status = Literal["created", "re-tuned", "updated in place", "unchanged", "removed"]
 STATUSES: tuple[Status, ...] = ("re-tuned", "created", "updated in place", "removed", "unchanged")
@@ -93,10 +114,20 @@ class ModelChange:
     """Estimated USD of the new run; 0.0 when nothing is tuned, ``None`` when unknown."""
     cost_text: str
     current_version: str
-    """``3``; ``none`` when the local registry has no version of the model; ``unknown`` without a local registry
-    (always on the vertex target)."""
+    """``3``; ``none`` when the stack (or local registry) has no version of the model; ``unknown`` when no state
+    was reachable (``ChangePlan.version_sources`` says why)."""
     new_version: str
     """The latest version after ``pulumi up``: ``4`` after a re-tune of 3, the same when nothing is tuned."""
+    token_method: str = ""
+    """How ``training_tokens`` were counted: ``exact:<tokenizer>``, the estimate's rule, or ``unavailable``."""
+    tokens_note: str = ""
+    """Why the tokens are unknown, when they are."""
+    serving_version: int | None = None
+    """The version serving most traffic now, from the stack's state."""
+    version_metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Version -> evaluation metrics, from the stack's state (or the local registry)."""
+    metric: str = ""
+    """The metric the model is judged on: ``spec.endpoint.promote.metric``, else ``exactMatch``."""
 
 
 @dataclass(frozen=True)
@@ -120,19 +151,14 @@ class ChangePlan:
     totals: Mapping[Target, TargetTotals]
     notes: tuple[str, ...] = field(default=())
     """Things the reviewer should know that are not changes (base specs that did not load, unread files)."""
+    version_sources: Mapping[Target, str] = field(default_factory=dict)
+    """Per target, where the current versions come from, or why they are unknown."""
+    token_methods: Mapping[Target, tuple[str, ...]] = field(default_factory=dict)
+    """Per target, how the tokens of its tuned models were counted (``exact:<tokenizer>``, the estimate's rule)."""
 
     def count(self, status: Status, target: Target | None = None) -> int:
         """How many models (of one target, or of all) have ``status``."""
         return sum(1 for c in self.changes if c.status == status and (target is None or c.target == target))
-
-
-@dataclass(frozen=True)
-class _Summary:
-    """The part of a dataset summary ``build_plan`` reads."""
-
-    examples: int
-    tokens_total: int
-    token_method: str = ESTIMATE_METHOD
 
 
 class _Side:
@@ -185,6 +211,12 @@ def _load_base(tree: GitTree, say: Callable[[str], None]) -> tuple[list[TunedMod
     return docs, notes, str(root)
 
 
+def _spelled(key: Any) -> str:
+    """A field as the spec spells it: the dataclass field ``learning_rate`` is ``learningRate``."""
+    head, *rest = str(key).split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def _flatten(value: Any, prefix: str) -> dict[str, Any]:
     if isinstance(value, dict) and value:
         flat: dict[str, Any] = {}
@@ -203,6 +235,9 @@ def _field_changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[FieldChang
 def _training_fields(spec: ResolvedSpec) -> dict[str, Any]:
     inputs = spec.training_inputs()
     inputs.pop("target")
+    for group in ("hyperparameters", "lora"):
+        if isinstance(inputs.get(group), dict):
+            inputs[group] = {_spelled(key): value for key, value in inputs[group].items()}
     return inputs
 
 
@@ -227,7 +262,15 @@ def _split_path(side: _Side, spec: ResolvedSpec | None, split: str) -> str | Non
 
 class _Planner:
     def __init__(
-        self, repo: Path, tree: GitTree, *, base: _Side, head: _Side, say: Callable[[str], None], samples: int
+        self,
+        repo: Path,
+        tree: GitTree,
+        *,
+        base: _Side,
+        head: _Side,
+        say: Callable[[str], None],
+        samples: int,
+        states: Mapping[str, StackState],
     ) -> None:
         self.repo = repo
         self.tree = tree
@@ -235,7 +278,8 @@ class _Planner:
         self.head = head
         self.say = say
         self.samples = samples
-        self._diffs: dict[tuple[str | None, str | None, str], DatasetDiff | None] = {}
+        self.states = states
+        self._diffs: dict[tuple[str | None, str | None, str, str], DatasetDiff | None] = {}
         self._registry: Any = None
         registry_root = repo / ".tuneform"
         if (registry_root / "models").is_dir():
@@ -243,20 +287,39 @@ class _Planner:
 
             self._registry = Registry(registry_root)
 
-    def dataset_diff(self, before: str | None, after: str | None, format: str) -> DatasetDiff | None:
-        key = (before, after, format)
+    def version_source(self, target: Target) -> str:
+        state = self.states.get(target)
+        if state is not None:
+            if state.reachable:
+                return f"versions from {state.source}"
+            return f"versions unknown: the state of stack `{state.stack}` could not be read ({state.source})"
+        if target == "local" and self._registry is not None:
+            return "versions from the local registry (`.tuneform/`): no stack configured for this target"
+        return (
+            f"versions unknown: no {target} stack configured (`--stack NAME`, or the TUNEFORM_STACKS variable) "
+            "whose state to read"
+        )
+
+    def dataset_diff(
+        self, before: str | None, after: str | None, format: str, counting: TokenCounting
+    ) -> DatasetDiff | None:
+        key = (before, after, format, counting.method)
         if key not in self._diffs:
-            self._diffs[key] = self._compute_diff(before, after, format)
+            self._diffs[key] = self._compute_diff(before, after, format, counting)
         return self._diffs[key]
 
-    def _compute_diff(self, before: str | None, after: str | None, format: str) -> DatasetDiff | None:
+    def _compute_diff(
+        self, before: str | None, after: str | None, format: str, counting: TokenCounting
+    ) -> DatasetDiff | None:
         base_file = before if before is not None and before in self.tree.files else None
         new_path = self.repo / after if after is not None and not after.startswith("gs://") else None
         if new_path is None and base_file is None:
             return None
         if base_file is not None and new_path is not None and self._same_blob(base_file, new_path):
             # Counted by `counted` only if the model tunes: an unchanged model's data is not read at all.
-            return DatasetDiff(0, 0, 0, 0, added=0, removed=0, changed=0, reformatted=0, identical=True)
+            return DatasetDiff(
+                0, 0, 0, 0, added=0, removed=0, changed=0, reformatted=0, identical=True, token_method=counting.method
+            )
         tree = self.tree
         old: Callable[[], Iterable[bytes]] | None = None
         new: Callable[[], Iterable[bytes]] | None = None
@@ -264,20 +327,22 @@ class _Planner:
             old = lambda: tree.stream_lines(base_file)  # noqa: E731 - read twice, so a factory
         if new_path is not None:
             new = lambda: open(new_path, "rb")  # noqa: E731 - diff_dataset closes it
-        return diff_dataset(old, new, format, samples=self.samples, progress=self.say, name=str(after or before))
+        return diff_dataset(
+            old, new, format, samples=self.samples, progress=self.say, name=str(after or before), counting=counting
+        )
 
     def _same_blob(self, before: str, new_path: Path) -> bool:
         return blob_id_of_file(self.repo, new_path) == self.tree.files[before].blob
 
-    def counted(self, change: DatasetChange, format: str) -> DatasetChange:
+    def counted(self, change: DatasetChange, format: str, counting: TokenCounting) -> DatasetChange:
         """``change`` with the examples and tokens of an identical file filled in (one streaming pass, cached)."""
         if change.diff is None or not change.diff.identical or change.after is None:
             return change
-        key = (None, change.after, format)
+        key = (None, change.after, format, counting.method)
         if key not in self._diffs:
             path = self.repo / change.after
             self._diffs[key] = diff_dataset(
-                None, lambda: open(path, "rb"), format, name=change.after, progress=self.say
+                None, lambda: open(path, "rb"), format, name=change.after, progress=self.say, counting=counting
             )
         counted = self._diffs[key]
         assert counted is not None
@@ -291,23 +356,46 @@ class _Planner:
             changed=0,
             reformatted=0,
             identical=True,
+            token_method=counted.token_method,
         )
         return DatasetChange(change.split, change.before, change.after, diff)
 
-    def versions(self, name: str, target: Target, status: Status) -> tuple[str, str]:
-        """(current, after ``pulumi up``) version numbers as shown; the registry only knows the local target."""
+    def model_state(self, name: str, target: Target) -> ModelState | None:
+        """What the stack (or, on the local target without a stack, the local registry) holds of ``name``."""
+        state = self.states.get(target)
+        if state is not None:
+            return (state.models or {}).get(name)
         if target != "local" or self._registry is None:
+            return None
+        versions = self._registry.versions(name)
+        if not versions:
+            return None
+        serving = self._registry.serving(name)
+        metrics = {str(v.number): dict(v.metrics) for v in versions if v.metrics}
+        return ModelState(name, versions[-1].number, max(serving) if serving else None, metrics)
+
+    def known(self, target: Target) -> bool:
+        state = self.states.get(target)
+        if state is not None:
+            return state.reachable
+        return target == "local" and self._registry is not None
+
+    def versions(self, name: str, target: Target, status: Status) -> tuple[str, str]:
+        """(current, after ``pulumi up``) version numbers as shown."""
+        if not self.known(target):
             if status == "re-tuned":
                 return "unknown", "current + 1"
             return "unknown", "1" if status == "created" else "unknown"
-        latest = self._registry.latest(name)
-        current = latest.number if latest is not None else 0
+        held = self.model_state(name, target)
+        current = held.version if held is not None and held.version else 0
         shown = str(current) if current else "none"
         if status in ("created", "re-tuned"):
             return shown, str(current + 1)
         return shown, shown
 
-    def datasets(self, old: ResolvedSpec | None, new: ResolvedSpec | None) -> tuple[DatasetChange, ...]:
+    def datasets(
+        self, old: ResolvedSpec | None, new: ResolvedSpec | None, counting: TokenCounting
+    ) -> tuple[DatasetChange, ...]:
         found = []
         for split in ("train", "validation"):
             before = _split_path(self.base, old, split)
@@ -315,7 +403,7 @@ class _Planner:
             if before is None and after is None:
                 continue
             format = (new or old).dataset.format  # type: ignore[union-attr]
-            diff = self.dataset_diff(before, after, format) if after is not None else None
+            diff = self.dataset_diff(before, after, format, counting) if after is not None else None
             found.append(DatasetChange(split, before, after, diff))
         return tuple(found)
 
@@ -326,7 +414,10 @@ class _Planner:
         if old is None and new is None:
             return None
         self.say(f"comparing {name} ({target})")
-        datasets = self.datasets(old, new)
+        counted_spec = new if new is not None else old
+        assert counted_spec is not None
+        counting = counting_for(target, counted_spec.base_model)
+        datasets = self.datasets(old, new, counting)
         reasons: tuple[FieldChange, ...] = ()
         updates: tuple[FieldChange, ...] = ()
         if new is None:
@@ -349,20 +440,23 @@ class _Planner:
         side = self.head if new is not None else self.base
         source = f"{side.display(doc.source.file)}:{doc.source.line}"
         current, upcoming = self.versions(name, target, status)
+        held = self.model_state(name, target)
         tokens: int | None = 0
         cost: float | None = 0.0
         cost_text = "$0.00 (nothing to tune)"
         epochs_text = "-"
+        tokens_note = ""
         if status in ("created", "re-tuned") and new_doc is not None and new is not None:
-            datasets = tuple(self.counted(d, new.dataset.format) for d in datasets)
-            summaries: dict[str, _Summary] = {}
+            datasets = tuple(self.counted(d, new.dataset.format, counting) for d in datasets)
             train = next((d for d in datasets if d.split == "train"), None)
-            if train is not None and train.diff is not None:
-                summaries[new.dataset.train_path or new.dataset.train] = _Summary(
-                    train.diff.examples_after, train.diff.tokens_after
-                )
-            item = build_plan([new_doc], target, summaries).items[0]
-            tokens, cost, cost_text, epochs_text = item.training_tokens, item.cost, item.cost_text, item.epochs_text
+            per_epoch = train.diff.tokens_after if train is not None and train.diff is not None else None
+            if not counting.available:
+                per_epoch, tokens_note = None, f"tokens not counted: {counting.missing}"
+            elif per_epoch is None:
+                tokens_note = "tokens unknown: the training set is not in the repository"
+            run = estimate_run(new, per_epoch)
+            tokens, cost, cost_text, epochs_text = run.training_tokens, run.cost, run.cost_text, run.epochs_text
+        promote = spec.endpoint.promote or {}
         return ModelChange(
             name=name,
             target=target,
@@ -378,6 +472,11 @@ class _Planner:
             cost_text=cost_text,
             current_version=current,
             new_version=upcoming,
+            token_method=counting.method,
+            tokens_note=tokens_note,
+            serving_version=held.serving if held is not None else None,
+            version_metrics=dict(held.metrics) if held is not None else {},
+            metric=str(promote.get("metric") or "exactMatch"),
         )
 
 
@@ -388,6 +487,7 @@ def build_change_plan(
     targets: Sequence[Target] = TARGETS,
     samples: int = 3,
     progress: Callable[[str], None] | None = None,
+    stacks: Sequence[str] = (),
 ) -> ChangePlan:
     """Compare the specs and datasets of ``base_ref`` with the working tree of ``repo``.
 
@@ -397,6 +497,8 @@ def build_change_plan(
         targets: The targets to plan for; a model appears once per target its base model runs on.
         samples: Sample examples to show per kind of dataset change.
         progress: Receives a line per step (files read, datasets hashed).
+        stacks: The stacks under review; the first one of each target is where that target's current versions
+            are read (its state, through ``PULUMI_BACKEND_URL``).
 
     Returns:
         The change plan.
@@ -413,7 +515,13 @@ def build_change_plan(
     try:
         base = _Side(base_docs, Path(base_root), lambda shown: os.path.relpath(shown, base_root))
         head = _Side(head_docs, repo, lambda shown: os.path.relpath(Path(shown).resolve(), repo))
-        planner = _Planner(repo, tree, base=base, head=head, say=say, samples=samples)
+        states: dict[str, StackState] = {}
+        for stack in stacks:
+            target = stack_target(repo, stack)
+            if target is not None and target in targets and target not in states:
+                say(f"reading the state of stack {stack}")
+                states[target] = read_stack(repo, stack, target=target)
+        planner = _Planner(repo, tree, base=base, head=head, say=say, samples=samples, states=states)
         names = sorted({*base.docs, *head.docs})
         changes = [
             change for target in targets for name in names if (change := planner.change(name, target)) is not None
@@ -431,4 +539,53 @@ def build_change_plan(
             cost=sum(c.cost or 0.0 for c in tuned),
             unknown_cost=sum(1 for c in tuned if c.cost is None),
         )
-    return ChangePlan(base_ref, tree.commit, tuple(targets), tuple(changes), totals, tuple(notes))
+    methods = {
+        target: tuple(
+            dict.fromkeys(
+                c.token_method for c in changes if c.target == target and c.status in ("created", "re-tuned")
+            )
+        )
+        for target in targets
+    }
+    sources = {target: planner.version_source(target) for target in targets}
+    return ChangePlan(base_ref, tree.commit, tuple(targets), tuple(changes), totals, tuple(notes), sources, methods)
+
+
+def plan_to_json(plan: ChangePlan) -> str:
+    """The change plan as JSON (``tuneform plan --base --format json``), read back by :func:`plan_from_json`."""
+    return json.dumps(dataclasses.asdict(plan), indent=1, sort_keys=True, default=str) + "\n"
+
+
+def _decode(kind: Any, value: Any) -> Any:
+    """``value`` (parsed JSON) as the type ``kind`` of a change plan field."""
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        hints = typing.get_type_hints(kind)
+        return kind(**{f.name: _decode(hints[f.name], value[f.name]) for f in dataclasses.fields(kind)})
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
+        (inner,) = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        return _decode(inner, value)
+    if origin is tuple:
+        args = typing.get_args(kind)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], item) for item in value)
+        return tuple(_decode(arg, item) for arg, item in zip(args, value, strict=True))
+    if origin in (Mapping, dict, collections.abc.Mapping):
+        _, inner = typing.get_args(kind)
+        return {key: _decode(inner, item) for key, item in value.items()}
+    return value
+
+
+def plan_from_json(text: str) -> ChangePlan:
+    """A change plan from :func:`plan_to_json`'s output.
+
+    Raises:
+        ValueError: If ``text`` is not such a plan.
+    """
+    try:
+        decoded: ChangePlan = _decode(ChangePlan, json.loads(text))
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"expected a change plan from `tuneform plan --base --format json`, got {error!r}") from None
+    return decoded

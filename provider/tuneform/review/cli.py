@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tuneform.review.changes import build_change_plan
+from tuneform.review.changes import build_change_plan, plan_to_json
 from tuneform.review.git import GitError
 from tuneform.review.render import render_change_markdown, render_change_text
 from tuneform.spec.loader import find_repo_root
@@ -23,16 +23,18 @@ def plan_against_base(
     paths: Sequence[str] = (),
     repo: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    stacks: Sequence[str] = (),
 ) -> int:
     """Print the change plan against ``base`` to stdout; problems go to stderr.
 
     Args:
         base: A git commit-ish, e.g. ``origin/main``.
         target: One target, or ``None`` for both.
-        format: ``text`` or ``markdown``.
+        format: ``text``, ``markdown`` or ``json`` (read back by ``plan_from_json``; the review comment uses it).
         paths: Spec paths given on the command line; refused, because the plan compares whole repositories.
         repo: The repository root (default: found from the working directory).
         progress: Receives progress lines (default: none).
+        stacks: Stacks whose state gives each target's current versions (see ``build_change_plan``).
 
     Returns:
         0 when the plan was printed, 1 when the working tree's specs have problems or git cannot read ``base``.
@@ -48,7 +50,9 @@ def plan_against_base(
         return 1
     root = repo or find_repo_root(Path.cwd())
     try:
-        plan = build_change_plan(root, base, targets=(target,) if target else TARGETS, progress=progress)
+        plan = build_change_plan(
+            root, base, targets=(target,) if target else TARGETS, progress=progress, stacks=stacks
+        )
     except GitError as error:
         print(f"tuneform: {error}", file=sys.stderr)
         return 1
@@ -59,5 +63,6 @@ def plan_against_base(
         for line in lines:
             print(line, file=sys.stderr)
         return 1
-    sys.stdout.write(render_change_markdown(plan) if format == "markdown" else render_change_text(plan))
+    renderers = {"markdown": render_change_markdown, "json": plan_to_json}
+    sys.stdout.write(renderers.get(format, render_change_text)(plan))
     return 0

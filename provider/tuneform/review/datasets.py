@@ -18,8 +18,9 @@ Then the raw added and removed lines are matched twice more, on parsed content:
 
 What is left is *added* or *removed*. Memory holds one digest and a count per distinct old line, plus two digests,
 a token count and, for the first few hundred, a short excerpt per added or removed line: about 100 bytes per line,
-never the lines themselves. Tokens use the dataset checker's documented estimate (``tuneform.datasets.tokens``), so
-the totals equal what ``tuneform validate``/``plan`` report without ``--exact-tokens``.
+never the lines themselves. Tokens are counted by the rule the caller passes (``tuneform.datasets.tokens.
+counting_for``: exact on the local target, the documented estimate on Vertex AI), so the totals equal what
+``tuneform validate``/``plan`` and ``pulumi preview`` count for the same model.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tuneform.datasets.tokens import ESTIMATE_METHOD, estimate_line_tokens
+from tuneform.datasets.tokens import ESTIMATE_METHOD, TokenCounting, TokenizerUnavailable, estimate_line_tokens
 
 __all__ = ["DatasetDiff", "Sample", "diff_dataset", "example_tokens", "to_gemini"]
 
@@ -104,29 +105,37 @@ def to_gemini(example: dict[str, Any], format: str) -> dict[str, Any]:
     return converted
 
 
-def example_tokens(example: dict[str, Any], format: str) -> int:
-    """Estimated tokens of one (valid) example, by the dataset checker's rule (``tuneform.datasets.tokens``).
+def _tokens(converted: dict[str, Any], canonical: bytes, counting: TokenCounting | None) -> int:
+    try:
+        if counting is None:
+            return estimate_line_tokens(canonical, converted)
+        return counting.example_tokens(converted, canonical)
+    except (KeyError, TypeError, AttributeError, TokenizerUnavailable):
+        # A line that is not an example (`tuneform validate` reports it), or no tokenizer here: no tokens.
+        return 0
+
+
+def example_tokens(example: dict[str, Any], format: str, counting: TokenCounting | None = None) -> int:
+    """Tokens of one (valid) example, as ``check_dataset`` counts them (``tuneform.datasets.tokens``).
 
     Args:
         example: The parsed JSON line.
         format: ``gemini`` or ``openai-chat``.
+        counting: How to count (``counting_for(target, base model)``); ``None`` for the documented estimate.
 
     Returns:
-        The estimate, equal to what ``check_dataset`` counts for the example without a tokenizer; 0 for a line
-        whose shape is not an example (``tuneform validate`` reports those).
+        The count; 0 for a line whose shape is not an example (``tuneform validate`` reports those).
     """
-    try:
-        return estimate_line_tokens(_canonical(to_gemini(example, format)), to_gemini(example, format))
-    except (KeyError, TypeError, AttributeError):
-        return 0
+    converted = to_gemini(example, format)
+    return _tokens(converted, _canonical(converted), counting)
 
 
-def _line_tokens(raw: bytes, format: str) -> int:
+def _line_tokens(raw: bytes, format: str, counting: TokenCounting | None) -> int:
     try:
         example = json.loads(raw)
     except ValueError:
         return 0
-    return example_tokens(example, format) if isinstance(example, dict) else 0
+    return example_tokens(example, format, counting) if isinstance(example, dict) else 0
 
 
 def _canonical(value: Any) -> bytes:
@@ -154,7 +163,7 @@ class _Line:
     sample: Sample | None
 
 
-def _parse(raw: bytes, format: str, keep_sample: bool) -> _Line:
+def _parse(raw: bytes, format: str, keep_sample: bool, counting: TokenCounting | None) -> _Line:
     try:
         example = json.loads(raw)
     except ValueError:
@@ -165,10 +174,7 @@ def _parse(raw: bytes, format: str, keep_sample: bool) -> _Line:
         return _Line(_digest(_canonical(example)), _digest(_canonical(example)), 0, None)
     converted = to_gemini(example, format)
     canonical = _canonical(converted)
-    try:
-        tokens = estimate_line_tokens(canonical, converted)
-    except (KeyError, TypeError, AttributeError):
-        tokens = 0
+    tokens = _tokens(converted, canonical, counting)
     turns = [t for t in converted.get("contents") or [] if isinstance(t, dict)]
     # Everything but the final answer identifies "the same question" across versions.
     answered = bool(turns) and turns[-1].get("role") == "model"
@@ -208,6 +214,7 @@ class DatasetDiff:
     reordered: bool = False
     """The same lines in another order (which changes the training file, hence the run)."""
     token_method: str = ESTIMATE_METHOD
+    """How the tokens were counted (``exact:<tokenizer>``, the estimate's rule, or ``unavailable``)."""
     added_samples: tuple[Sample, ...] = ()
     removed_samples: tuple[Sample, ...] = ()
     changed_samples: tuple[tuple[Sample, Sample], ...] = ()
@@ -266,6 +273,7 @@ def diff_dataset(
     samples: int = 3,
     progress: Callable[[str], None] | None = None,
     name: str = "dataset",
+    counting: TokenCounting | None = None,
 ) -> DatasetDiff:
     """Compare two versions of a JSONL dataset (see the module docstring for how).
 
@@ -276,6 +284,7 @@ def diff_dataset(
         samples: How many sample excerpts to keep per kind of change.
         progress: Receives a line per pass.
         name: How to name the file in progress lines.
+        counting: How to count tokens (``counting_for(target, base model)``); ``None`` for the documented estimate.
 
     Returns:
         The counts, token totals and samples.
@@ -307,9 +316,9 @@ def diff_dataset(
             order_after.update(digest)
             if remaining[digest] > 0:
                 remaining[digest] -= 1
-                tokens_common += _line_tokens(stripped, format)
+                tokens_common += _line_tokens(stripped, format, counting)
             else:
-                line = _parse(stripped, format, keep_sample=len(added) < _KEEP_EXCERPTS)
+                line = _parse(stripped, format, len(added) < _KEEP_EXCERPTS, counting)
                 added.append(line)
                 tokens_after += line.tokens
     tokens_after += tokens_common
@@ -324,7 +333,7 @@ def diff_dataset(
             digest = _digest(stripped)
             if leftover[digest] > 0:
                 leftover[digest] -= 1
-                removed.append(_parse(stripped, format, keep_sample=len(removed) < _KEEP_EXCERPTS))
+                removed.append(_parse(stripped, format, len(removed) < _KEEP_EXCERPTS, counting))
     tokens_before = tokens_common + sum(line.tokens for line in removed)
     reformatted, changed, pairs, gone, new_lines = _pair(removed, added, samples)
     return DatasetDiff(
@@ -338,6 +347,7 @@ def diff_dataset(
         reformatted=reformatted,
         identical=False,
         reordered=not (added or removed) and old is not None and order_before.digest() != order_after.digest(),
+        token_method=counting.method if counting is not None else ESTIMATE_METHOD,
         added_samples=tuple(line.sample for line in new_lines if line.sample is not None)[:samples],
         removed_samples=tuple(line.sample for line in gone if line.sample is not None)[:samples],
         changed_samples=tuple(pairs),

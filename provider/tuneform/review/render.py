@@ -1,9 +1,13 @@
 """The change plan as text (terminal) and as GitHub Markdown (one pull-request comment).
 
-A comment must stay under GitHub's 65,535 characters however big the change. The Markdown is built from pieces in
-order of importance (headline and totals, one table row per changed model, then each model's reasons and dataset
-samples); a piece that would cross the budget is left out with everything after it, and a last line says how many
-models were left out and how to see them all.
+A comment must stay under GitHub's 65,536 characters however big the change. The Markdown is built from pieces in
+order of importance (headline and totals, one table row per changed model, then each model's reasons, evaluation,
+chart and dataset samples); a piece that would cross the budget is left out with everything after it, and a last
+line says how many models were left out and how to see them all.
+
+Per model, where the stack's state (or the local registry) holds evaluations, the details show the serving
+version's evaluation and a small Mermaid chart (which GitHub renders) of the base model against the tuned model on
+the judged metric across versions.
 """
 
 from __future__ import annotations
@@ -11,18 +15,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from tuneform.datasets.tokens import describe_method
 from tuneform.review.changes import ChangePlan, DatasetChange, FieldChange, ModelChange
 from tuneform.review.datasets import Sample
 
 __all__ = ["COMMENT_LIMIT", "DEFAULT_BUDGET", "render_change_markdown", "render_change_text"]
 
-COMMENT_LIMIT = 65_535
-"""GitHub's limit on the body of an issue or pull-request comment."""
+COMMENT_LIMIT = 65_536
+"""GitHub's limit on the body of an issue or pull-request comment, in characters."""
 
 DEFAULT_BUDGET = 60_000
-"""What the plan may use of a comment; ``scripts/pr-review.sh`` adds policy results within 64,000 (pulumi/actions')."""
+"""What the plan may use of a comment on its own; the review comment gives it what failures and previews leave."""
 
 _UNCHANGED_NAMES = 20
+_CHART_VERSIONS = 10
+"""Most versions a chart shows (the latest ones)."""
+_SHOWN_METRICS = 4
 
 
 def _value(value: Any) -> str:
@@ -68,10 +76,72 @@ def _tokens(value: int | None) -> str:
     return "unknown" if value is None else f"{value:,}"
 
 
+def _v(number: str) -> str:
+    return f"v{number}" if number.isdigit() else number
+
+
 def _version(change: ModelChange) -> str:
     if change.current_version == change.new_version:
-        return change.current_version
-    return f"{change.current_version} -> {change.new_version}"
+        return _v(change.current_version)
+    new = f"v{change.new_version}" if change.new_version.isdigit() else change.new_version
+    return f"{_v(change.current_version)} → {new}"
+
+
+def _score(value: float) -> str:
+    return f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def evaluation_text(change: ModelChange) -> str:
+    """The serving version's evaluation in one line (``v3: exactMatch 0.984 (base 0.000), ...``); "" without one."""
+    version = change.serving_version
+    metrics = change.version_metrics.get(str(version)) if version is not None else None
+    if not metrics:
+        return ""
+    names = [k for k in metrics if not k.startswith("base")]
+    names.sort(key=lambda k: (k != change.metric, k))
+    parts = []
+    for name in names[:_SHOWN_METRICS]:
+        base = metrics.get("base" + name[:1].upper() + name[1:])
+        parts.append(f"{name} {_score(metrics[name])}" + (f" (base {_score(base)})" if base is not None else ""))
+    return f"v{version}: " + ", ".join(parts)
+
+
+def chart(change: ModelChange) -> str:
+    """A Mermaid ``xychart-beta`` of the judged metric, base model (bars) vs tuned (line), across versions.
+
+    Returns:
+        The fenced block, or "" when fewer than one version has both figures.
+    """
+    metric = change.metric
+    base_key = "base" + metric[:1].upper() + metric[1:]
+    points = sorted(
+        (int(version), values[base_key], values[metric])
+        for version, values in change.version_metrics.items()
+        if version.isdigit() and metric in values and base_key in values
+    )[-_CHART_VERSIONS:]
+    if not points:
+        return ""
+    top = max(1.0, *(max(b, t) for _, b, t in points))
+    return "\n".join(
+        [
+            "```mermaid",
+            "xychart-beta",
+            f'    title "{change.name}: {metric}, base model (bars) vs tuned (line)"',
+            "    x-axis [" + ", ".join(f"v{v}" for v, _, _ in points) + "]",
+            f'    y-axis "{metric}" 0 --> {top:g}',
+            "    bar [" + ", ".join(f"{b:.3f}" for _, b, _ in points) + "]",
+            "    line [" + ", ".join(f"{t:.3f}" for _, _, t in points) + "]",
+            "```",
+        ]
+    )
+
+
+def _methods(plan: ChangePlan, target: str) -> str:
+    methods = plan.token_methods.get(target) or ()  # type: ignore[call-overload]
+    known = [describe_method(m) for m in methods if m != "unavailable"]
+    if "unavailable" in methods:
+        known.append("not counted for some models (see their details)")
+    return "; ".join(known)
 
 
 def _dataset_line(change: DatasetChange) -> str:
@@ -136,6 +206,11 @@ def render_change_text(plan: ChangePlan) -> str:
             f"{target} target: {_counts(plan, target)}; {plan.totals[target].training_tokens:,} training tokens, "
             f"estimated cost {_total_cost(plan, target)}"
         )
+        source = plan.version_sources.get(target)
+        if source:
+            out.append(f"  ({source})")
+        if _methods(plan, target):
+            out.append(f"  (tokens: {_methods(plan, target)})")
         for change in (c for c in plan.changes if c.target == target):
             out.append(f"  {change.name} ({change.source}): {change.status}, version {_version(change)}")
             if change.status in ("created", "re-tuned"):
@@ -143,6 +218,10 @@ def render_change_text(plan: ChangePlan) -> str:
                     f"    training tokens {_tokens(change.training_tokens)} (epochs {change.epochs_text}), "
                     f"estimated cost {change.cost_text}"
                 )
+            if change.tokens_note:
+                out.append(f"    {change.tokens_note}")
+            if evaluation_text(change):
+                out.append(f"    serving {evaluation_text(change)}")
             out.extend("    " + line[2:] for line in _detail_lines(change))
             for dataset in change.datasets:
                 if change.status != "unchanged":
@@ -169,7 +248,7 @@ def render_change_markdown(plan: ChangePlan, *, budget: int = DEFAULT_BUDGET, co
 
     Args:
         plan: From ``build_change_plan``.
-        budget: Most characters to use (default leaves room under GitHub's 65,535 for policy results).
+        budget: Most characters to use (default leaves room under GitHub's limit for failures and previews).
         command: The command to show in the truncation note (default ``tuneform plan --base <ref>``).
 
     Returns:
@@ -179,9 +258,11 @@ def render_change_markdown(plan: ChangePlan, *, budget: int = DEFAULT_BUDGET, co
     head = [f"### tuneform plan: changes since `{plan.base_ref}` (`{plan.base_commit[:12]}`)", ""]
     for target in plan.targets:
         totals = plan.totals[target]
+        methods = _methods(plan, target)
         head.append(
-            f"- **{target}**: {_counts(plan, target)}; **{totals.training_tokens:,}** training tokens, "
-            f"estimated cost **{_total_cost(plan, target)}**"
+            f"- **{target}**: {_counts(plan, target)}; **{totals.training_tokens:,}** training tokens"
+            + (f" ({methods})" if methods else "")
+            + f", estimated cost **{_total_cost(plan, target)}**"
         )
     if len(plan.targets) > 1:
         head.append(f"- **all targets**: {_grand_total(plan)}")
@@ -190,16 +271,25 @@ def render_change_markdown(plan: ChangePlan, *, budget: int = DEFAULT_BUDGET, co
     for target in plan.targets:
         changed = [c for c in plan.changes if c.target == target and c.status != "unchanged"]
         unchanged = [c.name for c in plan.changes if c.target == target and c.status == "unchanged"]
+        source = plan.version_sources.get(target)
         if changed:
-            table = [
-                f"#### {target} target",
-                "",
-                "| Model | Change | Version | Training tokens | Estimated cost |",
-                "|---|---|---|---:|---|",
+            table = [f"#### {target} target", ""]
+            if source:
+                table += [f"_{_cell(source)}_", ""]
+            table += [
+                "| Model | Change | Version | Training tokens | Estimated cost | Serving now |",
+                "|---|---|---|---:|---|---|",
             ]
             pieces.append(("\n".join(table), None))
             for c in changed:
-                cells = [f"`{c.name}`", c.status, _version(c), _tokens(c.training_tokens), _cell(c.cost_text)]
+                cells = [
+                    f"`{c.name}`",
+                    c.status,
+                    _version(c),
+                    _tokens(c.training_tokens),
+                    _cell(c.cost_text),
+                    _cell(evaluation_text(c)) or "-",
+                ]
                 row = "| " + " | ".join(cells) + " |"
                 pieces.append((row, c.name))
             pieces.append(("", None))
@@ -217,14 +307,21 @@ def render_change_markdown(plan: ChangePlan, *, budget: int = DEFAULT_BUDGET, co
                 f"- trains on {_tokens(c.training_tokens)} tokens (epochs {c.epochs_text}), estimated cost "
                 f"{c.cost_text}"
             )
+        if c.tokens_note:
+            detail.append(f"- {c.tokens_note}")
+        if evaluation_text(c):
+            detail.append(f"- serving now {evaluation_text(c)}")
         detail += _detail_lines(c)
+        drawn = chart(c)
+        if drawn:
+            detail += ["", drawn]
         samples = [line for d in c.datasets for line in _sample_lines(d)]
         if samples:
             detail += ["", "<details><summary>sample examples</summary>", "", _fence(samples), "", "</details>"]
         detail.append("")
         pieces.append(("\n".join(detail), c.name))
     pieces += [(f"note: {note}\n", None) for note in plan.notes]
-    tail = "Tokens are the dataset checker's estimate; training tokens = tokens per epoch x epochs.\n"
+    tail = "Training tokens = tokens per epoch x epochs, counted as each target's line above says.\n"
     out: list[str] = []
     used = len(tail)
     reserve = 300

@@ -8,6 +8,10 @@ Training tokens are dataset tokens x epochs (the fact sheet's billing rule, §5)
 the plan uses the catalogue's ``defaultEpochs`` (3 for open models and the local target); Gemini models have no
 documented default (Vertex AI adjusts it to the dataset), so the plan assumes the catalogue's ``planEpochs`` (4, the
 unofficial figure of Google's cost notebook) and says so.
+
+``estimate_run`` is the one place where epochs, training tokens and cost are worked out: ``build_plan``, the Pulumi
+program (``tuneform.prepare``, so ``pulumi preview`` and the policy pack) and the pull-request review all call it,
+with tokens counted by ``tuneform.datasets.tokens.counting_for``.
 """
 
 from __future__ import annotations
@@ -20,9 +24,22 @@ from tuneform import catalogue
 from tuneform.catalogue import ModelInfo
 from tuneform.spec.model import ResolvedSpec, Target, TunedModelDocument
 
-__all__ = ["Plan", "PlanItem", "SummaryLike", "build_plan", "render_markdown", "render_text"]
+__all__ = [
+    "DEFAULT_LOCAL_EPOCHS",
+    "Plan",
+    "PlanItem",
+    "RunEstimate",
+    "SummaryLike",
+    "build_plan",
+    "estimate_run",
+    "render_markdown",
+    "render_text",
+]
 
 PRICE_UNKNOWN = "unknown: price unconfirmed"
+
+DEFAULT_LOCAL_EPOCHS = 3
+"""Epochs the local trainer runs when a spec leaves ``hyperparameters.epochs`` unset."""
 
 
 class SummaryLike(Protocol):
@@ -84,11 +101,14 @@ def _info(spec: ResolvedSpec) -> ModelInfo:
     return catalogue.get(spec.base_model) or catalogue.local_path_info(spec.base_model)
 
 
-def _epochs(spec: ResolvedSpec, info: ModelInfo) -> tuple[int | None, str]:
+def _epochs(spec: ResolvedSpec, info: ModelInfo) -> tuple[int, str]:
     if spec.hyperparameters.epochs is not None:
         return spec.hyperparameters.epochs, str(spec.hyperparameters.epochs)
     if info.default_epochs is not None:
         return info.default_epochs, f"{info.default_epochs} (default)"
+    if spec.target == "local":
+        # A local model given by path has no catalogue default; the trainer's own default is what runs.
+        return DEFAULT_LOCAL_EPOCHS, f"{DEFAULT_LOCAL_EPOCHS} (default)"
     assumed = info.plan_epochs
     note = ", unconfirmed" if assumed.unconfirmed else ""
     return info.estimate_epochs, f"auto (plan assumes {info.estimate_epochs}{note})"
@@ -100,22 +120,53 @@ def _cost(info: ModelInfo, training_tokens: int | None) -> tuple[float | None, s
         return None, PRICE_UNKNOWN
     if training_tokens is None:
         return None, "unknown: dataset tokens unknown"
-    cost = training_tokens * float(price.value) / 1_000_000
+    # Rounded to cents here, once, so a plan, a preview and a policy limit compare the very same figure.
+    cost = round(training_tokens * float(price.value) / 1_000_000, 2)
     if price.value == 0:
         return cost, "$0.00 (runs on this machine)"
     return cost, f"${cost:,.2f}" + (" (price unconfirmed)" if price.unconfirmed else "")
 
 
-def _item(doc: TunedModelDocument, spec: ResolvedSpec, summaries: Mapping[str, SummaryLike]) -> PlanItem:
+@dataclass(frozen=True)
+class RunEstimate:
+    """What one tuning run of a spec is estimated to train on and cost."""
+
+    epochs: int
+    epochs_text: str
+    """How the epochs were chosen: ``3``, ``3 (default)``, ``auto (plan assumes 4, unconfirmed)``."""
+    training_tokens: int | None
+    """Tokens per epoch x epochs; ``None`` when the dataset's tokens are unknown."""
+    cost: float | None
+    """USD, rounded to cents; ``None`` when the price or the tokens are unknown."""
+    cost_text: str
+    price_confirmed: bool
+
+
+def estimate_run(spec: ResolvedSpec, tokens_per_epoch: int | None) -> RunEstimate:
+    """Epochs, training tokens and cost of one run of ``spec``: the one estimate every surface shows.
+
+    Args:
+        spec: The resolved spec (its target decides the epoch default).
+        tokens_per_epoch: The training set's tokens, counted by ``counting_for(spec.target, spec.base_model)``;
+            ``None`` when unknown (a ``gs://`` dataset, or no tokenizer on this machine).
+
+    Returns:
+        The estimate.
+    """
     info = _info(spec)
+    epochs, epochs_text = _epochs(spec, info)
+    training_tokens = tokens_per_epoch * epochs if tokens_per_epoch is not None else None
+    cost, cost_text = _cost(info, training_tokens)
+    return RunEstimate(epochs, epochs_text, training_tokens, cost, cost_text, info.price_confirmed)
+
+
+def _item(doc: TunedModelDocument, spec: ResolvedSpec, summaries: Mapping[str, SummaryLike]) -> PlanItem:
     train = summaries.get(spec.dataset.train_path or spec.dataset.train)
     validation = None
     if spec.dataset.validation is not None:
         validation = summaries.get(spec.dataset.validation_path or spec.dataset.validation)
-    epochs, epochs_text = _epochs(spec, info)
     tokens = train.tokens_total if train is not None else None
-    training_tokens = tokens * epochs if tokens is not None and epochs is not None else None
-    cost, cost_text = _cost(info, training_tokens)
+    run = estimate_run(spec, tokens)
     if spec.mode == "full":
         tunes = "every weight"
     elif spec.adapter_size is not None:
@@ -132,11 +183,11 @@ def _item(doc: TunedModelDocument, spec: ResolvedSpec, summaries: Mapping[str, S
         validation_examples=validation.examples if validation is not None else None,
         tokens_per_epoch=tokens,
         token_method=train.token_method if train is not None else "",
-        epochs=epochs,
-        epochs_text=epochs_text,
-        training_tokens=training_tokens,
-        cost=cost,
-        cost_text=cost_text,
+        epochs=run.epochs,
+        epochs_text=run.epochs_text,
+        training_tokens=run.training_tokens,
+        cost=run.cost,
+        cost_text=run.cost_text,
     )
 
 
@@ -184,11 +235,9 @@ def _examples(item: PlanItem) -> str:
 
 
 def _method(item: PlanItem) -> str:
-    if item.token_method.startswith("estimate"):
-        return " (estimate)"
-    if item.token_method.startswith("exact"):
-        return " (exact)"
-    return ""
+    from tuneform.datasets.tokens import describe_method
+
+    return f" ({describe_method(item.token_method)})" if item.token_method.startswith(("estimate", "exact")) else ""
 
 
 def _total_cost(plan: Plan) -> str:
