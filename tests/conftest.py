@@ -13,7 +13,7 @@ from pulumi_cli import PulumiCLI, engine_bin_dir, engine_status
 
 if TYPE_CHECKING:
     from emulators.fake_gcs import FakeGcs
-    from emulators.tuning_api import TuningApiEmulator
+    from emulators.vertex_api import VertexEmulator
 
 # --- Pulumi CLI (tests marked `cli`) -------------------------------------------------------------------------------
 
@@ -65,9 +65,9 @@ def gcs(request: pytest.FixtureRequest) -> Iterator[FakeGcs]:
 
 
 @pytest.fixture
-def emu() -> Iterator[TuningApiEmulator]:
-    """A tuning-API emulator whose jobs queue for 0.05 s and run for 0.3 s (a module may override the timings)."""
-    from emulators.tuning_api import TuningApiEmulator
+def emu() -> Iterator[VertexEmulator]:
+    """A Vertex AI emulator whose jobs queue for 0.05 s and run for 0.3 s (a module may override the timings)."""
+    from emulators.vertex_api import VertexEmulator
 
-    with TuningApiEmulator(queued_seconds=0.05, running_seconds=0.3) as emulator:
+    with VertexEmulator(queued_seconds=0.05, running_seconds=0.3) as emulator:
         yield emulator

@@ -123,7 +123,7 @@ def test_vertex_stack_declares_storage_and_jobs(tmp_path: Path, monkeypatch: pyt
 
     jobs = by_type(recorder, "tuneform:TuningJob")
     router = jobs["ticket-router-tuning"].inputs
-    assert router["baseModel"] == "gemini-2.5-flash"
+    assert router["baseModel"] == "gemini-3.1-flash-lite"
     assert router["adapterSize"] == 4
     assert router["hyperparameters"] == {"epochs": 3, "learningRateMultiplier": 1.0}
     invoice = jobs["invoice-fields-tuning"].inputs

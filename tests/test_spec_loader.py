@@ -34,7 +34,7 @@ kind: TunedModel
 metadata:
   name: m
 spec:
-  baseModel: gemini-2.5-flash
+  baseModel: gemini-3.5-flash
   dataset:
     train: datasets/m/train.jsonl
 """
@@ -60,7 +60,7 @@ def test_shipped_examples_load_and_resolve_on_both_targets() -> None:
     assert router_local.dataset.train_path == str(REPO / "tuning_specs/datasets/ticket-router/train.jsonl")
 
     router_vertex = resolve(docs["ticket-router"], "vertex")
-    assert (router_vertex.base_model, router_vertex.adapter_size) == ("gemini-2.5-flash", 4)
+    assert (router_vertex.base_model, router_vertex.adapter_size) == ("gemini-3.1-flash-lite", 4)
     assert router_vertex.hyperparameters.learning_rate_multiplier == 1.0
     assert router_vertex.labels == {"team": "support"}
 
@@ -128,7 +128,7 @@ def test_unavailable_target_is_only_an_error_when_asked_for(tmp_path: Path) -> N
 
 
 def test_override_merges_mappings_and_replaces_scalars_and_lists(tmp_path: Path) -> None:
-    text = BASE.replace("gemini-2.5-flash", "smollm2-135m-instruct") + (
+    text = BASE.replace("gemini-3.5-flash", "smollm2-135m-instruct") + (
         "  hyperparameters: {epochs: 2, batchSize: 4}\n"
         "  targets:\n"
         "    local:\n"
@@ -155,7 +155,7 @@ def test_problems_from_overrides_point_at_the_override(tmp_path: Path, monkeypat
 def test_every_problem_of_every_file_is_reported_at_once(tmp_path: Path) -> None:
     spec = _repo(tmp_path, BASE.replace("name: m", "name: M"))
     other = spec.parent / "other.yaml"
-    other.write_text(BASE.replace("gemini-2.5-flash", "gemini-9"))
+    other.write_text(BASE.replace("gemini-3.5-flash", "gemini-9"))
     with pytest.raises(SpecErrors) as caught:
         load_specs([spec, other])
     assert len(caught.value.problems) == 2
@@ -198,7 +198,7 @@ def test_local_model_directory_as_base_model(tmp_path: Path) -> None:
     info = catalogue.get_model(local.base_model)
     assert info is not None and info.price_per_1m_training_tokens == 0 and "full" in info.modes
     assert catalogue.limits_for(local.base_model, "train").modalities == frozenset({"text"})
-    assert resolve(doc, "vertex").base_model == "gemini-2.5-flash"
+    assert resolve(doc, "vertex").base_model == "gemini-3.5-flash"
 
 
 def test_problem_format_and_header() -> None:
@@ -210,7 +210,7 @@ def test_problem_format_and_header() -> None:
 
 def test_catalogue_figures_carry_sources_and_unconfirmed_prices_stay_null() -> None:
     models = catalogue.all_models()
-    assert {"gemini-2.5-flash", "smollm2-135m-instruct", "meta/llama3_1@llama-3.1-8b-instruct"} <= set(models)
+    assert {"gemini-3.5-flash", "smollm2-135m-instruct", "meta/llama3_1@llama-3.1-8b-instruct"} <= set(models)
     for info in models.values():
         assert all(fact.source for fact in info.facts.values()), info.id
         if info.provider == "vertex":
@@ -224,7 +224,7 @@ def test_catalogue_figures_carry_sources_and_unconfirmed_prices_stay_null() -> N
     )
     path = catalogue.local_file("smollm2-135m-instruct")
     assert path is not None and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
-    limits = catalogue.limits_for("gemini-2.5-flash", "validation")
+    limits = catalogue.limits_for("gemini-3.5-flash", "validation")
     assert (limits.max_examples, limits.max_tokens_per_example) == (5000, 131072)
     assert "image" in limits.modalities
     assert catalogue.limits_for("meta/llama3_1@llama-3.1-8b-instruct", "train").modalities == frozenset({"text"})
@@ -235,7 +235,7 @@ def test_catalogue_limits_convert_to_the_dataset_checkers_type() -> None:
 
     from tuneform.datasets.check import MODALITIES, DatasetLimits
 
-    limits = catalogue.limits_for("gemini-2.5-flash", "train")
+    limits = catalogue.limits_for("gemini-3.5-flash", "train")
     assert DatasetLimits(**asdict(limits)).max_file_bytes == 1_000_000_000
     for info in catalogue.all_models().values():
         assert info.modalities <= MODALITIES, info.id

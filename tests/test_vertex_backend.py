@@ -1,18 +1,20 @@
-"""VertexBackend against the tuning-API emulator: the real aiplatform client, its REST transport, real HTTP.
+"""VertexBackend against the Vertex emulator: the real aiplatform clients, their REST transport, real HTTP.
 
-Every request the backend sends is parsed by the emulator into the API's own proto types; a misspelt field would
-answer 400 and fail these tests. Times are tenths of seconds: the emulator's clock runs at real speed.
+Every request the backend sends is parsed by the emulator into the API's own proto types and checked against the
+documented rules (docs/vertex-emulator.md); a misspelt field, a wrong host or a refused combination fails these tests.
+Times are tenths of seconds: the emulator's clock runs at real speed. The eight behaviours issue 8 found wrong have
+tests of their own in test_vertex_behaviours.py.
 """
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from google.cloud import aiplatform_v1beta1
+from google.protobuf import json_format
 
-from emulators.tuning_api import Outcome, TuningApiEmulator
+from emulators.vertex_api import Outcome, VertexEmulator
 from tuneform.backends.base import BackendError, DatasetArtifact, EndpointRequest, TuningFailed, TuningRequest
-from tuneform.backends.vertex import SPEC_HASH_LABEL, VertexBackend
+from tuneform.backends.vertex import NAME_LABEL, SPEC_HASH_LABEL, VERSION_LABEL, VertexBackend, build_tuning_job
 
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(60)]
 
@@ -20,9 +22,9 @@ PROJECT, REGION, BUCKET = "test-project", "us-central1", "tuneform-test-datasets
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
 
 
-def backend(emu: TuningApiEmulator, **kwargs) -> VertexBackend:
+def backend(emu: VertexEmulator, **kwargs) -> VertexBackend:
     settings = {"poll": (0.05, 0.1), "retry_initial": 0.05, "retry_timeout": 10.0, **kwargs}
-    return VertexBackend(PROJECT, REGION, BUCKET, api_endpoint=emu.url, **settings)
+    return VertexBackend(PROJECT, REGION, BUCKET, api_endpoints=emu.endpoints, **settings)
 
 
 def artifact(sha: str) -> DatasetArtifact:
@@ -33,7 +35,7 @@ def gemini_request(**changes) -> TuningRequest:
     fields = {
         "name": "ticket-router",
         "spec_hash": "a" * 64,
-        "base_model": "gemini-2.5-flash",
+        "base_model": "gemini-3.5-flash",
         "mode": "adapter",
         "adapter_size": 2,
         "hyperparameters": {"epochs": 3, "learningRateMultiplier": 0.5},
@@ -53,21 +55,30 @@ class Lines(list):
         self.append(line)
 
 
-def created(emu: TuningApiEmulator) -> list:
+def created(emu: VertexEmulator) -> list:
     return emu.received("POST", "/tuningJobs")
 
 
-class TestCreateAndWait:
+def as_json(job: aiplatform_v1beta1.TuningJob) -> dict:
+    return json_format.MessageToDict(aiplatform_v1beta1.TuningJob.pb(job))
+
+
+def seeded(emu: VertexEmulator, request: TuningRequest, version: int = 1, **kwargs) -> str:
+    """A job made by an earlier run of tuneform (same labels), e.g. one a killed `pulumi up` left running."""
+    return emu.seed_job(PARENT, as_json(build_tuning_job(request, bucket=BUCKET, version=version)), **kwargs)
+
+
+class TestRequest:
     def test_gemini_job_request_and_outcome(self, emu):
         emu.script(Outcome(running_seconds=1.0))  # several polls see RUNNING even on a loaded machine
         lines = Lines()
-        outcome = backend(emu, kms_key_name="projects/p/locations/us-central1/keyRings/r/cryptoKeys/k",
-                          service_account="tuner@p.iam.gserviceaccount.com").tune(gemini_request(), lines)  # fmt: skip
+        be = backend(emu, service_account="tuner@p.iam.gserviceaccount.com")
+        outcome = be.tune(gemini_request(), lines)
 
         assert emu.creates == 1
         (sent,) = created(emu)
         job = aiplatform_v1beta1.TuningJob.wrap(sent)
-        assert job.base_model == "gemini-2.5-flash"
+        assert job.base_model == "gemini-3.5-flash"
         spec = job.supervised_tuning_spec
         assert spec.training_dataset_uri == f"gs://{BUCKET}/datasets/{'1' * 64}.jsonl"
         assert spec.validation_dataset_uri == f"gs://{BUCKET}/datasets/{'2' * 64}.jsonl"
@@ -78,21 +89,23 @@ class TestCreateAndWait:
             spec.hyper_parameters.adapter_size
             == aiplatform_v1beta1.SupervisedHyperParameters.AdapterSize.ADAPTER_SIZE_TWO
         )
+        assert spec.export_last_checkpoint_only is True, "one endpoint per version unless the spec asks for more"
         assert spec.tuning_mode == 0 and job.output_uri == ""
         assert job.tuned_model_display_name == "ticket-router"
         assert job.description == "routes tickets"
-        assert dict(job.labels) == {"team": "support", SPEC_HASH_LABEL: "a" * 63, "tuneform-name": "ticket-router",
-                                    "managed-by": "tuneform"}  # fmt: skip
-        assert job.encryption_spec.kms_key_name.endswith("/cryptoKeys/k")
+        assert dict(job.labels) == {"team": "support", SPEC_HASH_LABEL: "a" * 63, NAME_LABEL: "ticket-router",
+                                    VERSION_LABEL: "1", "managed-by": "tuneform"}  # fmt: skip
         assert job.service_account == "tuner@p.iam.gserviceaccount.com"
+        assert emu.ignored_output_only == [], "the client sent no output-only field"
 
         assert outcome.state == "SUCCEEDED"
-        assert outcome.model.endswith("/models/1001@1") and outcome.version == 1
-        assert outcome.endpoint and "/endpoints/" in outcome.endpoint
+        assert "/locations/us-central1/models/" in outcome.model and outcome.model.endswith("@1")
+        assert outcome.version == 1
+        # E14: a tuned 3.x model is served from the `us` multi-region, not from the tuning region.
+        assert outcome.endpoint and "/locations/us/endpoints/" in outcome.endpoint
         assert outcome.job_id == emu.created_jobs()[0]["name"]
         assert outcome.metrics == {"billable_tokens": 48000.0, "examples": 120.0, "tuning_steps": 30.0}
         assert outcome.reused is False
-        # A line per poll, states in order, billable tokens once the job runs.
         states = [line.split(": ")[2].split(" after")[0] for line in lines if " after " in line]
         assert states[0] in ("QUEUED", "PENDING") and states[-1] == "SUCCEEDED" and "RUNNING" in states
         assert any("48000 billable tokens" in line for line in lines)
@@ -102,8 +115,9 @@ class TestCreateAndWait:
             name="Gemma Router", base_model="google/gemma3@gemma-3-27b-it", mode="full", adapter_size=None,
             hyperparameters={"epochs": 2, "learningRate": 1e-5, "batchSize": 8}, validation=None,
         )  # fmt: skip
-        outcome = backend(emu).tune(request, Lines())
-
+        outcome = backend(emu, kms_key_name="projects/p/locations/us-central1/keyRings/r/cryptoKeys/k").tune(
+            request, Lines()
+        )
         job = aiplatform_v1beta1.TuningJob.wrap(created(emu)[0])
         assert job.base_model == "google/gemma3@gemma-3-27b-it"
         spec = job.supervised_tuning_spec
@@ -111,10 +125,14 @@ class TestCreateAndWait:
         assert spec.hyper_parameters.learning_rate == pytest.approx(1e-5)
         assert spec.hyper_parameters.batch_size == 8
         assert spec.hyper_parameters.learning_rate_multiplier == 0
+        assert spec.export_last_checkpoint_only is False  # a Gemini-only field; open models write every checkpoint
         assert spec.validation_dataset_uri == ""
         assert job.output_uri == f"gs://{BUCKET}/tuning-output/gemma-router/{'a' * 64}"
-        assert job.labels["tuneform-name"] == "gemma-router"
-        assert outcome.state == "SUCCEEDED" and outcome.version == 1
+        assert job.encryption_spec.kms_key_name.endswith("/cryptoKeys/k")
+        assert job.labels[NAME_LABEL] == "gemma-router"
+        # E16: open-model jobs register and deploy nothing; the result is the final checkpoint under outputUri.
+        assert outcome.state == "SUCCEEDED" and outcome.version == 1 and outcome.endpoint is None
+        assert outcome.model == f"{job.output_uri}/postprocess/node-0/checkpoints/final"
 
     def test_adapter_mode_for_open_model(self, emu):
         request = gemini_request(base_model="meta/llama3_1@llama-3.1-8b", adapter_size=16,
@@ -125,7 +143,7 @@ class TestCreateAndWait:
         assert spec.hyper_parameters.adapter_size.name == "ADAPTER_SIZE_SIXTEEN"
 
     def test_api_refusal_is_a_backend_error(self, emu):
-        # The emulator refuses adapter size 32 for Gemini, as the real service does (python-genai#908).
+        # E6: the emulator refuses adapter size 32 for Gemini with the service's words (python-genai#908).
         with pytest.raises(BackendError, match="adapter size is not supported"):
             backend(emu).tune(gemini_request(adapter_size=32), Lines())
         assert emu.creates == 0
@@ -135,29 +153,57 @@ class TestCreateAndWait:
             backend(emu).tune(gemini_request(mode="full"), Lines())
         assert emu.creates == 0
 
+    def test_cmek_on_a_3x_model_is_refused_by_the_service(self, emu):
+        # Validation refuses this before any call (spec/stack.py); the service would too (E6).
+        with pytest.raises(BackendError, match="encryption keys are not supported"):
+            backend(emu, kms_key_name="projects/p/locations/us-central1/keyRings/r/cryptoKeys/k").tune(
+                gemini_request(), Lines()
+            )
+        assert emu.creates == 0
+
+    def test_retired_base_model_is_refused_the_way_the_service_refuses_it(self, emu):
+        with pytest.raises(BackendError, match="Publisher Model .*gemini-2.5-flash.* was not found"):
+            backend(emu).tune(gemini_request(base_model="gemini-2.5-flash"), Lines())
+        assert emu.creates == 0
+
+    def test_region_without_3x_tuning_is_refused(self):
+        with VertexEmulator(locations=("us-east1", "us"), queued_seconds=0.01, running_seconds=0.05) as emu:
+            be = VertexBackend(PROJECT, "us-east1", BUCKET, api_endpoints=emu.endpoints, retry_initial=0.05)
+            with pytest.raises(BackendError, match="was not found or your project does not have access"):
+                be.tune(gemini_request(), Lines())
+            assert emu.creates == 0
+
 
 class TestVersions:
-    def test_retune_same_name_is_next_version_of_same_model(self, emu):
+    def test_retune_starts_from_the_base_model_and_counts_versions(self, emu):
         be = backend(emu)
         first = be.tune(gemini_request(), Lines())
         second = be.tune(gemini_request(spec_hash="b" * 64, hyperparameters={"epochs": 5}), Lines())
 
-        assert emu.creates == 2
         sent = aiplatform_v1beta1.TuningJob.wrap(created(emu)[1])
-        assert sent.pre_tuned_model.tuned_model_name == first.model
-        assert sent.base_model == ""
-        assert second.model.split("@")[0] == first.model.split("@")[0]
+        assert sent.base_model == "gemini-3.5-flash" and not sent.pre_tuned_model.tuned_model_name
+        assert sent.labels[VERSION_LABEL] == "2"
+        # E23: a job from the base model makes a new registry model at version 1; tuneform's own number goes on.
+        assert second.model.split("@")[0] != first.model.split("@")[0] and second.model.endswith("@1")
         assert (first.version, second.version) == (1, 2)
 
-    def test_other_name_or_base_model_starts_a_new_model(self, emu):
+    def test_other_name_has_versions_of_its_own(self, emu):
         be = backend(emu)
-        first = be.tune(gemini_request(), Lines())
+        be.tune(gemini_request(), Lines())
         other = be.tune(gemini_request(name="other-router", spec_hash="c" * 64), Lines())
-        rebased = be.tune(gemini_request(spec_hash="d" * 64, base_model="gemini-2.5-pro"), Lines())
+        rebased = be.tune(gemini_request(spec_hash="d" * 64, base_model="gemini-3.1-flash-lite"), Lines())
+        assert other.version == 1
+        assert rebased.version == 2
+        assert aiplatform_v1beta1.TuningJob.wrap(created(emu)[2]).base_model == "gemini-3.1-flash-lite"
 
-        assert other.model.split("@")[0] != first.model.split("@")[0] and other.version == 1
-        assert rebased.version == 1 and rebased.model.split("@")[0] != first.model.split("@")[0]
-        assert aiplatform_v1beta1.TuningJob.wrap(created(emu)[2]).base_model == "gemini-2.5-pro"
+    def test_failed_run_does_not_use_up_a_version_number(self, emu):
+        be = backend(emu)
+        be.tune(gemini_request(), Lines())
+        emu.script(Outcome(state="JOB_STATE_FAILED", running_seconds=0.05))
+        with pytest.raises(TuningFailed):
+            be.tune(gemini_request(spec_hash="b" * 64), Lines())
+        again = be.tune(gemini_request(spec_hash="c" * 64), Lines())
+        assert again.version == 2
 
 
 class TestAdopt:
@@ -168,36 +214,32 @@ class TestAdopt:
         again = be.tune(gemini_request(), lines)
 
         assert emu.creates == 1
-        assert again.job_id == first.job_id and again.model == first.model
+        assert again.job_id == first.job_id and again.model == first.model and again.version == 1
         assert again.reused is True
         assert any("no second job is started" in line for line in lines)
-        # The lookup went through the list filter on the spec-hash label.
-        lists = emu.received("GET", "/tuningJobs")
-        assert any(m.filter == f'labels.{SPEC_HASH_LABEL}="{"a" * 63}"' for m in lists)
+
+    def test_same_hash_under_another_name_is_not_adopted(self, emu):
+        """Two specs with the same training inputs share a spec hash; each still gets a job of its own."""
+        be = backend(emu)
+        first = be.tune(gemini_request(), Lines())
+        other = be.tune(gemini_request(name="twin-router"), Lines())
+        assert emu.creates == 2 and other.job_id != first.job_id
 
     def test_running_job_left_by_a_killed_run_is_adopted(self, emu):
-        be = backend(emu)
-        job = be.job_for(gemini_request())
-        name = emu.seed_job(PARENT, _json(job), Outcome(running_seconds=0.4))
-        outcome = be.tune(gemini_request(), Lines())
-
+        name = seeded(emu, gemini_request(), outcome=Outcome(running_seconds=0.4))
+        outcome = backend(emu).tune(gemini_request(), Lines())
         assert emu.creates == 0
         assert outcome.job_id == name and outcome.state == "SUCCEEDED" and outcome.reused
 
     @pytest.mark.parametrize("state", ["JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"])
     def test_failed_job_with_same_hash_is_not_adopted(self, emu, state):
-        be = backend(emu)
-        emu.seed_job(PARENT, _json(be.job_for(gemini_request())), Outcome(state=state, running_seconds=0),
-                     age_seconds=10)  # fmt: skip
-        outcome = be.tune(gemini_request(), Lines())
+        seeded(emu, gemini_request(), outcome=Outcome(state=state, running_seconds=0), age_seconds=10)
+        outcome = backend(emu).tune(gemini_request(), Lines())
         assert emu.creates == 1 and not outcome.reused
 
     def test_explicit_adopt(self, emu):
-        be = backend(emu)
-        other = be.job_for(gemini_request(name="hand-made", spec_hash="e" * 64))
-        name = emu.seed_job(PARENT, _json(other), age_seconds=10)
-        outcome = be.tune(gemini_request(adopt=name), Lines())
-
+        name = seeded(emu, gemini_request(name="hand-made", spec_hash="e" * 64), age_seconds=10)
+        outcome = backend(emu).tune(gemini_request(adopt=name), Lines())
         assert emu.creates == 0
         assert outcome.job_id == name and outcome.reused and outcome.state == "SUCCEEDED"
 
@@ -206,12 +248,10 @@ class TestAdopt:
             backend(emu).tune(gemini_request(adopt=f"{PARENT}/tuningJobs/42"), Lines())
 
     def test_adopt_lookup_pages_through_list(self, emu):
-        be = backend(emu)
-        for i in range(120):  # more than one page (the emulator pages by 100)
-            emu.seed_job(PARENT, _json(be.job_for(gemini_request(spec_hash=f"{i:064d}"))), age_seconds=100 - i)
-        target = emu.seed_job(PARENT, _json(be.job_for(gemini_request())), age_seconds=200)
-        # The target is the oldest, so it sits on the last page of a newest-first listing.
-        outcome = be.tune(gemini_request(), Lines())
+        target = seeded(emu, gemini_request(), age_seconds=200)
+        for i in range(120):  # more than one page (the emulator pages by at most 100)
+            seeded(emu, gemini_request(spec_hash=f"{i:064d}"), version=i + 2, age_seconds=100 - i)
+        outcome = backend(emu).tune(gemini_request(), Lines())
         assert outcome.job_id == target and emu.creates == 0
 
 
@@ -245,11 +285,10 @@ class TestTerminalStates:
         name = emu.created_jobs()[0]["name"]
         assert f"set `adopt: {name}`" in str(caught.value)
         assert emu.job(name)["state"] == "JOB_STATE_RUNNING"
-        # ...and the next run adopts it rather than paying twice.
-        assert backend(emu, deadline_seconds=0.2).tuning_status(name).state == "RUNNING"
+        assert backend(emu).tuning_status(name).state == "RUNNING"
         with pytest.raises(BackendError):
             backend(emu, deadline_seconds=0.2).tune(gemini_request(), Lines())
-        assert emu.creates == 1
+        assert emu.creates == 1, "the next run adopted the running job rather than paying twice"
 
 
 class TestRetries:
@@ -263,7 +302,7 @@ class TestRetries:
         assert sum("retrying" in line for line in lines) == 4
 
     def test_create_whose_answer_was_lost_is_not_repeated(self, emu):
-        """A 504 after the server created the job: the retry must find that job by label, not create another."""
+        """A 504 after the server created the job: the retry must find that job by its labels, not create another."""
         emu.lose_next_create_answer()
         lines = Lines()
         outcome = backend(emu).tune(gemini_request(), lines)
@@ -277,8 +316,8 @@ class TestRetries:
             backend(emu, retry_timeout=0.5).tune(gemini_request(), Lines())
 
 
-class TestStatusCancelMetadata:
-    def test_cancel_running_job(self, emu, capsys):
+class TestStatusAndCancel:
+    def test_cancel_running_job(self, emu):
         emu.script(Outcome(running_seconds=60))
         be = backend(emu, deadline_seconds=0.1)
         with pytest.raises(BackendError):
@@ -298,85 +337,46 @@ class TestStatusCancelMetadata:
     def test_status_of_unknown_job_is_none(self, emu):
         assert backend(emu).tuning_status(f"{PARENT}/tuningJobs/404") is None
 
-    def test_update_metadata_patches_the_tuned_model(self, emu):
-        be = backend(emu)
-        outcome = be.tune(gemini_request(), Lines())
-        be.update_metadata(outcome.job_id, "new words", {"team": "billing"})
-        (patch,) = emu.received("PATCH", outcome.model.split("/")[-1])
-        model = aiplatform_v1beta1.Model.wrap(patch)
-        assert model.description == "new words"
-        assert dict(model.labels) == {"team": "billing", SPEC_HASH_LABEL: "a" * 63, "tuneform-name": "ticket-router",
-                                      "managed-by": "tuneform"}  # fmt: skip
-
 
 class TestEndpoints:
-    def test_deploy_returns_the_auto_endpoint_of_the_version(self, emu):
+    def test_deploy_returns_the_endpoint_of_the_version_on_its_multi_region_host(self, emu):
         be = backend(emu)
         first = be.tune(gemini_request(), Lines())
         second = be.tune(gemini_request(spec_hash="b" * 64), Lines())
-        model = first.model.split("@")[0]
 
-        state = be.deploy(EndpointRequest(name="ticket-router", model=model, traffic={1: 100}), None, Lines())
-        assert state.endpoint_id == first.endpoint and state.traffic == {1: 100} and state.healthy
-        assert state.url == f"{emu.url}/v1/{first.endpoint}:generateContent"
-        state = be.deploy(EndpointRequest(name="ticket-router", model=model, traffic={1: 0, 2: 100}), None, Lines())
-        assert state.endpoint_id == second.endpoint and state.traffic == {2: 100}
-        # The program passes the spec's name as the model: the newest job's version wins.
-        state = be.deploy(
-            EndpointRequest(name="ticket-router", model="ticket-router", traffic={2: 100}), None, Lines()
-        )
-        assert state.endpoint_id == second.endpoint
-        rebased = be.tune(gemini_request(spec_hash="c" * 64, base_model="gemini-2.5-pro"), Lines())
-        assert rebased.version == 1
         state = be.deploy(
             EndpointRequest(name="ticket-router", model="ticket-router", traffic={1: 100}), None, Lines()
         )
-        assert state.endpoint_id == rebased.endpoint
-        state = be.deploy(EndpointRequest(name="ticket-router", model=model, traffic={1: 100}), None, Lines())
-        assert state.endpoint_id == first.endpoint
+        assert state.endpoint_id == first.endpoint and state.traffic == {1: 100} and state.healthy
+        assert state.url == f"{emu.endpoints['us']}/v1/{first.endpoint}:generateContent"
+        assert state.client == {"project": PROJECT, "location": "us", "model": first.endpoint,
+                                "baseUrl": emu.endpoints["us"]}  # fmt: skip
+        state = be.deploy(
+            EndpointRequest(name="ticket-router", model="ticket-router", traffic={1: 0, 2: 100}), None, Lines()
+        )
+        assert state.endpoint_id == second.endpoint and state.traffic == {2: 100}
         with pytest.raises(BackendError, match="no endpoint serves version 7"):
-            be.deploy(EndpointRequest(name="ticket-router", model=model, traffic={7: 100}), None, Lines())
+            be.deploy(EndpointRequest(name="ticket-router", model="ticket-router", traffic={7: 100}), None, Lines())
+
+    def test_endpoint_status_is_asked_of_the_endpoints_own_host(self, emu):
+        outcome = backend(emu).tune(gemini_request(), Lines())
+        state = backend(emu).endpoint_status(outcome.endpoint)
+        assert state is not None and state.healthy
+        hosts = {host for method, path, host, _ in emu.requests if path.endswith(outcome.endpoint.split("/")[-1])}
+        assert hosts == {"us"}
 
     def test_split_across_versions_is_refused_with_reason(self, emu):
         with pytest.raises(BackendError, match="not implemented on Vertex"):
             backend(emu).deploy(EndpointRequest(name="r", model="m", traffic={1: 50, 2: 50}), None, Lines())
 
     def test_status_of_missing_endpoint_is_none(self, emu):
-        assert backend(emu).endpoint_status(f"{PARENT}/endpoints/77") is None
+        assert backend(emu).endpoint_status("projects/p/locations/us/endpoints/77") is None
 
 
-class TestDeleteVersion:
-    def test_retain_false_deletes_versions_endpoints_then_the_model(self, emu, capsys):
-        be = backend(emu)
-        first = be.tune(gemini_request(), Lines())
-        second = be.tune(gemini_request(spec_hash="b" * 64), Lines())
-        model = first.model.split("@")[0]
-
-        # Version 1 is deployed and carries `default`: both must be dealt with before the registry lets it go.
-        be.delete_version("ticket-router", 1)
-        assert be.endpoint_status(first.endpoint) is None
-        assert be.endpoint_status(second.endpoint) is not None
-        assert len(emu.received("POST", first.endpoint.split("/")[-1] + ":undeployModel")) == 1
-        (merge,) = emu.received("POST", ":mergeVersionAliases")
-        assert list(merge.version_aliases) == ["default"]
-        versions = httpx.get(f"{emu.url}/v1beta1/{model}:listVersions").json()["models"]
-        assert [(m["versionId"], m.get("versionAliases")) for m in versions] == [("2", ["default"])]
-
-        be.delete_version("ticket-router", 2)
-        assert httpx.get(f"{emu.url}/v1beta1/{model}").status_code == 404
-        assert "version 2 was its last" in capsys.readouterr().err
-
-    def test_unknown_version_is_a_noted_no_op(self, emu, capsys):
-        backend(emu).delete_version("ticket-router", 3)
-        assert "nothing to delete" in capsys.readouterr().err
-
-    def test_emulator_refuses_deleting_a_deployed_version(self, emu):
-        first = backend(emu).tune(gemini_request(), Lines())
-        answer = httpx.delete(f"{emu.url}/v1beta1/{first.model}:deleteVersion")
-        assert answer.status_code == 400 and "undeploy it first" in answer.json()["error"]["message"]
-
-
-def _json(job: aiplatform_v1beta1.TuningJob) -> dict:
-    from google.protobuf import json_format
-
-    return json_format.MessageToDict(aiplatform_v1beta1.TuningJob.pb(job))
+def test_base_model_offered_asks_model_garden(emu):
+    be = backend(emu)
+    assert be.base_model_offered("gemini-3.5-flash") is True
+    assert be.base_model_offered("gemini-2.5-flash") is False  # E35: retired on 2026-10-20
+    assert be.base_model_offered("meta/llama3_1@llama-3.1-8b") is True
+    unreachable = VertexBackend(PROJECT, REGION, BUCKET, api_endpoints={"*": "http://127.0.0.1:9"})
+    assert unreachable.base_model_offered("gemini-3.5-flash") is None

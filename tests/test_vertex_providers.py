@@ -13,7 +13,7 @@ import json
 import dill
 import pytest
 
-from emulators.tuning_api import Outcome
+from emulators.vertex_api import Outcome
 from tuneform.resources._provider import BackendSettings
 from tuneform.resources.dataset import DatasetProvider
 from tuneform.resources.endpoint import EndpointProvider
@@ -33,7 +33,7 @@ def settings(gcs, emu, tmp_path):
         project="test-project",
         region="us-central1",
         bucket=BUCKET,
-        api_endpoint=emu.url,
+        api_endpoints=emu.endpoints,
         storage_endpoint=gcs.url,
         deadline_seconds=30,
         extra={"poll": [0.05, 0.1]},
@@ -58,7 +58,7 @@ def job_props(dataset: dict, spec_hash: str = "f" * 64, epochs: int = 2) -> dict
         "name": "ticket-router",
         "target": "vertex",
         "specHash": spec_hash,
-        "baseModel": "gemini-2.5-flash",
+        "baseModel": "gemini-3.5-flash",
         "mode": "adapter",
         "adapterSize": 4,
         "hyperparameters": {"epochs": epochs, "learningRateMultiplier": 1.0},
@@ -136,7 +136,7 @@ def test_delete_cancels_a_running_job(settings, emu, tmp_path):
     stored = as_pulumi_would(DatasetProvider(settings)).create(dataset_props(tmp_path, "slow"))
     name = emu.seed_job(
         "projects/test-project/locations/us-central1",
-        {"baseModel": "gemini-2.5-flash", "supervisedTuningSpec": {"trainingDatasetUri": stored.outs["uri"]}},
+        {"baseModel": "gemini-3.5-flash", "supervisedTuningSpec": {"trainingDatasetUri": stored.outs["uri"]}},
         Outcome(running_seconds=60),
     )
     as_pulumi_would(TuningJobProvider(settings)).delete(name, job_props(stored.outs))

@@ -56,6 +56,10 @@ class TuningRequest:
     lora: dict[str, Any] | None = None
     adopt: str | None = None
     """A job resource name to bring under management instead of creating one."""
+    continue_from: str | None = None
+    """Vertex: ``previous`` or a tuned model version to continue from (continuous tuning); ``None``: the base model."""
+    intermediate_checkpoints: bool = False
+    """Vertex: keep a checkpoint per epoch (each deployed by Vertex to an endpoint of its own)."""
 
 
 @dataclass(frozen=True)
@@ -89,12 +93,18 @@ class EndpointState:
     traffic: dict[int, int]
     healthy: bool
     api_key: str | None = None
+    client: dict[str, str] = field(default_factory=dict)
+    """How a client library reaches it beyond ``url`` (Vertex: project, location, model for google-genai)."""
 
 
 class Backend(Protocol):
     target: str
 
-    def store_dataset(self, converted_path: str, sha256: str, examples: int, tokens: int) -> DatasetArtifact: ...
+    def store_dataset(
+        self, converted_path: str, sha256: str, examples: int, tokens: int, upload_format: str = "gemini"
+    ) -> DatasetArtifact:
+        """Store a converted Gemini JSONL; ``upload_format`` ``messages`` stores it as chat rows (open models)."""
+        ...
 
     def dataset_present(self, artifact: DatasetArtifact) -> bool: ...
 

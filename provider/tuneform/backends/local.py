@@ -72,7 +72,10 @@ class LocalBackend:
 
     # Datasets -------------------------------------------------------------------------------------------------
 
-    def store_dataset(self, converted_path: str, sha256: str, examples: int, tokens: int) -> DatasetArtifact:
+    def store_dataset(
+        self, converted_path: str, sha256: str, examples: int, tokens: int, upload_format: str = "gemini"
+    ) -> DatasetArtifact:
+        del upload_format  # the local trainer reads the Gemini form for every model
         # A dataset record keeps the object alive through garbage collection even before a version references it.
         record = self.registry.add_dataset(converted_path, examples=examples, tokens=tokens, source=converted_path)
         if record.sha256 != sha256:

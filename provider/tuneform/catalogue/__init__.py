@@ -8,8 +8,10 @@ number is worth.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import importlib.util
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,18 +20,30 @@ from typing import Any, Literal
 import yaml
 
 __all__ = [
+    "RETIREMENT_WARNING_DAYS",
     "CatalogueError",
     "Fact",
+    "Lifecycle",
     "ModelInfo",
     "ModelLimits",
+    "Source",
+    "Split",
     "all_models",
     "get",
     "get_model",
     "limits_for",
     "local_file",
     "local_path_info",
-    "Split",
+    "sources",
+    "suggested",
+    "today",
 ]
+
+RETIREMENT_WARNING_DAYS = 90
+"""A spec whose base model retires within this many days gets a warning from validate, plan and preview."""
+
+TODAY_ENV = "TUNEFORM_TODAY"
+"""``YYYY-MM-DD``: the date lifecycle checks use instead of the clock (tests, and a reviewer asking "what if")."""
 
 Split = Literal["train", "validation"]
 
@@ -50,6 +64,60 @@ class Fact:
     note: str = ""
     hint: str = ""
     """For unknown prices: the non-authoritative hint the fact sheet gives."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Source is one document the catalogue's figures come from (``sources.yaml``)."""
+
+    key: str
+    title: str
+    url: str
+    read: str
+    """The day the page (or the copy we could reach) was read."""
+    updated: str = ""
+    """The page's own "last updated" stamp, where it shows one."""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """Lifecycle says when Google offers a base model: launch stage, release, retirement and what replaces it."""
+
+    stage: str | None
+    released: datetime.date | None
+    retires: datetime.date | None
+    """The retirement date Google lists; for current models "this date or later" (dates move later, never earlier)."""
+    replacements: tuple[str, ...]
+    source: str
+    """Source key of the retirement date (``V-versions``)."""
+
+    def status(self, on: datetime.date) -> Literal["unreleased", "available", "retiring", "retired"]:
+        """Where the model stands ``on`` a day: retiring means within ``RETIREMENT_WARNING_DAYS`` of its date."""
+        if self.released is not None and on < self.released:
+            return "unreleased"
+        if self.retires is None:
+            return "available"
+        if on >= self.retires:
+            return "retired"
+        if (self.retires - on).days <= RETIREMENT_WARNING_DAYS:
+            return "retiring"
+        return "available"
+
+
+def today() -> datetime.date:
+    """The date lifecycle checks use: ``$TUNEFORM_TODAY`` (``YYYY-MM-DD``) when set, else the clock's (UTC).
+
+    Raises:
+        ValueError: When ``$TUNEFORM_TODAY`` is not a date.
+    """
+    given = os.environ.get(TODAY_ENV, "").strip()
+    if given:
+        try:
+            return datetime.date.fromisoformat(given)
+        except ValueError:
+            raise ValueError(f"${TODAY_ENV}: expected a date YYYY-MM-DD, got {given!r}") from None
+    return datetime.datetime.now(datetime.UTC).date()
 
 
 @dataclass(frozen=True)
@@ -109,6 +177,54 @@ class ModelInfo:
     @property
     def regions(self) -> tuple[str, ...]:
         return tuple(self.value("regions", ()))
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        retires = self.facts.get("retires")
+        return Lifecycle(
+            stage=self.value("launchStage"),
+            released=self.value("released"),
+            retires=self.value("retires"),
+            replacements=tuple(self.value("replacements", ())),
+            source=retires.source if retires is not None else "",
+        )
+
+    def current_replacements(self, on: datetime.date) -> tuple[str, ...]:
+        """Replacements that are still offered ``on`` a day, following retired replacements to theirs."""
+        found: list[str] = []
+        seen = {self.id}
+        queue = list(self.lifecycle.replacements)
+        while queue:
+            model_id = queue.pop(0)
+            if model_id in seen:
+                continue
+            seen.add(model_id)
+            info = get(model_id)
+            if info is None:
+                continue
+            if info.lifecycle.status(on) == "retired":
+                queue.extend(info.lifecycle.replacements)
+            else:
+                found.append(model_id)
+        return tuple(found)
+
+    def serving_location(self, region: str) -> str:
+        """Where Vertex deploys a model tuned in ``region``: a multi-region (``us``/``eu``) for 3.x models."""
+        return str((self.value("servingLocations") or {}).get(region, region))
+
+    @property
+    def cmek(self) -> Fact:
+        """Whether a tuning job may carry a customer-managed key; ``value`` ``None`` when no source says."""
+        return self.facts.get("cmek") or Fact(None, "tuneform", unconfirmed=True)
+
+    @property
+    def continuous_tuning(self) -> bool:
+        return bool(self.value("continuousTuning", False))
+
+    @property
+    def deploys(self) -> bool:
+        """Whether tuning puts the result behind an endpoint (Gemini, local) or only writes weights (open models)."""
+        return bool(self.value("deploys", True))
 
     @property
     def price_per_1m_training_tokens(self) -> float | None:
@@ -189,12 +305,47 @@ def _load() -> tuple[dict[str, ModelInfo], ModelInfo]:
     text = resources.files(__package__).joinpath("models.yaml").read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     models = {str(key): _model(str(key), value) for key, value in data["models"].items()}
-    return models, _model("local path", data["localPath"])
+    local = _model("local path", data["localPath"])
+    known = sources()
+    for info in [*models.values(), local]:
+        for key, fact in info.facts.items():
+            if fact.source not in known:
+                raise CatalogueError(f"{info.id}.{key}: source {fact.source!r} is not in sources.yaml")
+        for replacement in info.value("replacements", ()):
+            if replacement not in models:
+                raise CatalogueError(f"{info.id}.replacements: {replacement!r} is not a catalogue model")
+    return models, local
+
+
+@functools.cache
+def sources() -> dict[str, Source]:
+    """Every source the catalogue cites, by key (``sources.yaml``)."""
+    text = resources.files(__package__).joinpath("sources.yaml").read_text(encoding="utf-8")
+    return {
+        str(key): Source(
+            key=str(key),
+            title=str(raw["title"]),
+            url=str(raw["url"]),
+            read=str(raw["read"]),
+            updated=str(raw.get("updated", "")),
+            note=str(raw.get("note", "")),
+        )
+        for key, raw in yaml.safe_load(text).items()
+    }
 
 
 def all_models() -> dict[str, ModelInfo]:
     """Every catalogue model by id, in catalogue order."""
     return dict(_load()[0])
+
+
+def suggested(provider: str) -> str:
+    """The model a fix suggests for a target: the first one in catalogue order that is offered today."""
+    on = today()
+    for info in all_models().values():
+        if info.provider == provider and info.lifecycle.status(on) in ("available", "retiring"):
+            return info.id
+    raise CatalogueError(f"the catalogue has no current model for {provider}")
 
 
 def get(model_id: str) -> ModelInfo | None:

@@ -34,7 +34,9 @@ class BackendSettings:
     region: str = ""
     bucket: str = ""
     api_endpoint: str = ""
-    """Tuning API endpoint override (the emulator in tests); empty = ``<region>-aiplatform.googleapis.com``."""
+    """Vertex API endpoint override for every location (an emulator); empty = Google's host per location."""
+    api_endpoints: dict[str, str] = field(default_factory=dict)
+    """Per-location overrides, e.g. ``{"us-central1": ..., "us": ...}`` (the emulator serves each on a port)."""
     storage_endpoint: str = ""
     service_account: str = ""
     kms_key_name: str = ""

@@ -20,7 +20,7 @@ from tuneform.resources._provider import (
     unwrap_pickler_patch,
 )
 
-_REPLACE_ON = ("sha256", "split", "model")
+_REPLACE_ON = ("sha256", "split", "model", "uploadFormat")
 _UPDATE_ON = ("source", "format")
 
 
@@ -60,7 +60,11 @@ class DatasetProvider(ResourceProvider):
         emit = progress_printer(f"{props['model']}/{props['split']}")
         emit(f"storing dataset {props['source']} ({props['examples']} examples, sha256 {props['sha256'][:12]})")
         artifact = build_backend(self.settings).store_dataset(
-            props["convertedPath"], props["sha256"], props["examples"], props["tokens"]
+            props["convertedPath"],
+            props["sha256"],
+            props["examples"],
+            props["tokens"],
+            props.get("uploadFormat") or "gemini",
         )
         return {**props, "uri": artifact.uri}
 
@@ -86,9 +90,12 @@ class Dataset(Resource, module="tuneform", name="Dataset"):
         examples: int,
         tokens: int,
         converted_path: str,
+        upload_format: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
+            # None = the Gemini form, so that datasets stored before this input existed are not replaced.
+            "uploadFormat": upload_format,
             "model": model,
             "split": split,
             "source": source,

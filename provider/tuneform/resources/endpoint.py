@@ -78,6 +78,7 @@ def _state_outputs(state: Any) -> dict[str, Any]:
         "healthy": state.healthy,
         "apiKey": state.api_key,
         "servedTraffic": {str(version): percent for version, percent in state.traffic.items()},
+        "client": dict(state.client) or None,
     }
 
 
@@ -134,6 +135,7 @@ class Endpoint(Resource, module="tuneform", name="Endpoint"):
     apiKey: pulumi.Output[str]
     servedTraffic: pulumi.Output[dict]
     promotion: pulumi.Output[dict]
+    client: pulumi.Output[dict]
 
     def __init__(
         self,
@@ -170,6 +172,7 @@ class Endpoint(Resource, module="tuneform", name="Endpoint"):
             "healthy": None,
             "apiKey": None,
             "servedTraffic": None,
+            "client": None,
         }
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["apiKey"]))
         unwrap_pickler_patch()

@@ -1,7 +1,8 @@
 """The long-lived GCP pieces of a Vertex stack, declared with pulumi-gcp: dataset bucket, its IAM, the API switch.
 
 Everything here is ordinary pulumi-gcp; the tuning lifecycle itself lives in tuneform's dynamic resources. A stack
-whose config names an existing ``bucket`` declares none of these (and so needs no pulumi-gcp plugin).
+whose config names an existing ``bucket`` declares none of these (and so needs no pulumi-gcp plugin), except the IAM
+a custom ``serviceAccount`` needs.
 
 Stack config keys (``tuneform:<key>``, passed here as a plain dict):
 
@@ -11,7 +12,8 @@ Stack config keys (``tuneform:<key>``, passed here as a plain dict):
 ``bucket``              An existing bucket to use instead of creating one; then nothing is declared.
 ``bucketName``          Name of the bucket to create (default: Pulumi auto-naming from ``<prefix>-datasets``).
 ``projectNumber``       Project number, for the service agents' e-mail addresses (default: looked up).
-``serviceAccount``      A service account that runs tuning jobs; gets read access instead of the tuning agent.
+``serviceAccount``      A service account that runs tuning jobs; gets read access instead of the tuning agent, the
+                        Tuning Service Agent role, and lets the tuning service agent mint its tokens.
 ``kmsKeyName``          CMEK key for the bucket's objects (the GCS service agent needs encrypt/decrypt on it).
 ``enableApis``          ``true`` to enable ``aiplatform.googleapis.com`` (left enabled on destroy).
 ``openModels``          ``true`` if open models are tuned: their agent (or ``serviceAccount``) writes checkpoints
@@ -63,13 +65,14 @@ def declare_vertex_storage(
             + ", ".join(missing)
             + "; set them with `pulumi config set tuneform:<key> <value>`"
         )
+    project = str(config["project"])
+    region = str(config["region"])
     if config.get("bucket"):
-        return pulumi.Output.from_input(str(config["bucket"]).removeprefix("gs://").rstrip("/")), []
+        bucket_name = pulumi.Output.from_input(str(config["bucket"]).removeprefix("gs://").rstrip("/"))
+        return bucket_name, _service_account_iam(name_prefix, project, config)
 
     import pulumi_gcp as gcp
 
-    project = str(config["project"])
-    region = str(config["region"])
     resources: list[pulumi.Resource] = []
 
     depends: list[pulumi.Resource] = []
@@ -111,14 +114,8 @@ def declare_vertex_storage(
     )
     resources.append(bucket)
 
-    number: pulumi.Input[str]
-    if config.get("projectNumber"):
-        number = str(config["projectNumber"])
-    else:
-        number = gcp.organizations.get_project_output(project_id=project).number
-
     def member(template: str) -> pulumi.Output[str]:
-        return pulumi.Output.from_input(number).apply(lambda n: f"serviceAccount:{template.format(number=n)}")
+        return _agent(project, config, template)
 
     reader = (
         pulumi.Output.from_input(f"serviceAccount:{config['serviceAccount']}")
@@ -145,4 +142,46 @@ def declare_vertex_storage(
                 opts=pulumi.ResourceOptions(depends_on=depends or None),
             )
         )
+    resources.extend(_service_account_iam(name_prefix, project, config))
     return bucket.name, resources
+
+
+def _agent(project: str, config: dict[str, Any], template: str) -> pulumi.Output[str]:
+    """``serviceAccount:`` member of one of the project's service agents (``template`` takes the project number)."""
+    import pulumi_gcp as gcp
+
+    number: pulumi.Input[str]
+    if config.get("projectNumber"):
+        number = str(config["projectNumber"])
+    else:
+        number = gcp.organizations.get_project_output(project_id=project).number
+    return pulumi.Output.from_input(number).apply(lambda n: f"serviceAccount:{template.format(number=n)}")
+
+
+def _service_account_iam(name_prefix: str, project: str, config: dict[str, Any]) -> list[pulumi.Resource]:
+    """What a custom ``serviceAccount`` needs to run tuning jobs (sources.yaml: V-sft-use, V-tuning-ref).
+
+    "If you plan to use a customer-managed Service Account, you must grant the roles/aiplatform.tuningServiceAgent
+    role to the service account. Also grant the Tuning Service Agent roles/iam.serviceAccountTokenCreator role to the
+    customer-managed Service Account." The identity running ``pulumi up`` also needs ``iam.serviceAccounts.actAs``
+    on it (roles/iam.serviceAccountUser), which tuneform cannot grant itself.
+    """
+    account = config.get("serviceAccount")
+    if not account:
+        return []
+    import pulumi_gcp as gcp
+
+    return [
+        gcp.projects.IAMMember(
+            f"{name_prefix}-tuning-sa-agent-role",
+            project=project,
+            role="roles/aiplatform.tuningServiceAgent",
+            member=f"serviceAccount:{account}",
+        ),
+        gcp.serviceaccount.IAMMember(
+            f"{name_prefix}-tuning-agent-token-creator",
+            service_account_id=f"projects/{project}/serviceAccounts/{account}",
+            role="roles/iam.serviceAccountTokenCreator",
+            member=_agent(project, config, TUNING_AGENT),
+        ),
+    ]

@@ -41,6 +41,8 @@ TRAINING_INPUTS = (
     "trainSha256",
     "validationSha256",
     "target",
+    "continueFrom",
+    "intermediateCheckpoints",
 )
 IN_PLACE_INPUTS = ("description", "labels")
 
@@ -50,9 +52,22 @@ class TuningJobProvider(ResourceProvider):
         self.settings = settings
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        """Refuse, at preview time, a new run whose estimated cost exceeds the stack's ``maxTrainingCost``."""
+        """Refuse, at preview time, a new run whose cost exceeds the stack's ``maxTrainingCost`` or is unknown.
+
+        A cap that an unknown price lets through would be worse than none: with ``maxTrainingCost`` set, a run whose
+        price per token is not known is refused with how to set the price.
+        """
         limit, cost = news.get("maxTrainingCost"), news.get("estimatedCost")
         rerun = not _olds or _olds.get("specHash") != news.get("specHash")
+        if rerun and limit is not None and cost is None and not news.get("adopt"):
+            reason = (
+                f"{news['name']}: tuneform:maxTrainingCost is ${float(limit):,.2f}, but the price of tuning "
+                f"{news['baseModel']} is not known, so the cost of {news.get('estimatedTrainingTokens', 0):,} "
+                "training tokens cannot be checked against it. Set the price you pay per 1M training tokens with "
+                f"`pulumi config set --path 'tuneform:trainingPrices[\"{news['baseModel']}\"]' <usd>` (see Google's "
+                "Vertex AI pricing page), or remove the cap with `pulumi config rm tuneform:maxTrainingCost`."
+            )
+            return CheckResult(news, [CheckFailure("estimatedCost", reason)])
         if rerun and limit is not None and cost is not None and float(cost) > float(limit):
             reason = (
                 f"{news['name']}: estimated training cost ${float(cost):,.2f} "
@@ -86,6 +101,8 @@ class TuningJobProvider(ResourceProvider):
             labels=dict(props.get("labels") or {}),
             lora=props.get("lora"),
             adopt=props.get("adopt"),
+            continue_from=props.get("continueFrom"),
+            intermediate_checkpoints=bool(props.get("intermediateCheckpoints")),
         )
         emit = progress_printer(props["name"])
         emit(

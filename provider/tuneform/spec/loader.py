@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import difflib
 import os
 import re
@@ -145,6 +146,9 @@ class _Context:
     repo_root: Path
     problems: list[Problem]
     name: str
+    warnings: list[Problem] = field(default_factory=list)
+    today: datetime.date | None = None
+    """The day lifecycle rules judge by; ``None`` skips them (a review loading an old commit's specs)."""
 
     def at(self, path: FieldPath) -> FieldPath:
         """The written (raw document) path of a merged ``spec`` path."""
@@ -152,6 +156,9 @@ class _Context:
 
     def report(self, path: FieldPath, message: str) -> None:
         self.problems.append(self.doc.problem(self.at(path), message))
+
+    def warn(self, path: FieldPath, message: str) -> None:
+        self.warnings.append(self.doc.problem(self.at(path), "warning: " + message))
 
 
 def _looks_like_path(name: str) -> bool:
@@ -165,9 +172,14 @@ def _model_for(ctx: _Context) -> ModelInfo | None:
     info = catalogue.get(name)
     if info is not None:
         if info.provider == ctx.target:
-            return info
+            return info if _lifecycle_rules(ctx, info) else None
         if from_override:
-            runnable = [m.id for m in catalogue.all_models().values() if m.provider == ctx.target]
+            on = ctx.today or catalogue.today()
+            runnable = [
+                m.id
+                for m in catalogue.all_models().values()
+                if m.provider == ctx.target and m.lifecycle.status(on) != "retired"
+            ]
             listed = ", ".join(runnable[:4]) + (", ..." if len(runnable) > 4 else "")
             extra = ", a local Hugging Face model directory or a .gguf file" if ctx.target == "local" else ""
             ctx.report(
@@ -182,7 +194,7 @@ def _model_for(ctx: _Context) -> ModelInfo | None:
                 ctx.report(
                     ("baseModel",),
                     f"expected a catalogue model for the vertex target, got the local path {got(name)}. "
-                    "Set `baseModel: gemini-2.5-flash` (see `tuneform models`).",
+                    f"Set `baseModel: {catalogue.suggested('vertex')}` (see `tuneform models`).",
                 )
             return None
         path = Path(os.path.expanduser(name))
@@ -211,6 +223,43 @@ def _model_for(ctx: _Context) -> ModelInfo | None:
         f"got {got(name)}.{hint}",
     )
     return None
+
+
+def _lifecycle_rules(ctx: _Context, info: ModelInfo) -> bool:
+    """Refuse a retired base model, naming what replaces it; warn about one that retires soon. False = refused."""
+    if ctx.today is None:
+        return True
+    life = info.lifecycle
+    status = life.status(ctx.today)
+    if status in ("available", "unreleased") or life.retires is None:
+        return True
+    source = catalogue.sources().get(life.source)
+    cite = f' (Google\'s "{source.title}" page)' if source else ""
+    replacements = info.current_replacements(ctx.today)
+    if status == "retired":
+        if replacements:
+            named = " or ".join(f"`baseModel: {model}`" for model in replacements)
+            fix = f"Did you mean {named}? Tuned models do not outlive their base model, so plan a re-tune."
+        else:
+            fix = "Choose a current model from `tuneform models`."
+        ctx.report(
+            ("baseModel",),
+            f"expected a model Google still offers for tuning, got {info.id}, retired on {life.retires.isoformat()}"
+            f"{cite}. {fix}",
+        )
+        return False
+    days = (life.retires - ctx.today).days
+    move = (
+        (" Move to " + " or ".join(f"`baseModel: {m}`" for m in replacements) + " before then.")
+        if replacements
+        else ""
+    )
+    ctx.warn(
+        ("baseModel",),
+        f"{info.id} retires on {life.retires.isoformat()}, in {days} days{cite}; requests to it and to models tuned "
+        f"from it fail after that day.{move}",
+    )
+    return True
 
 
 def _mode_rules(ctx: _Context, info: ModelInfo) -> str:
@@ -374,9 +423,18 @@ def _dataset_rules(ctx: _Context) -> DatasetSpec:
     )
 
 
-def _endpoint_rules(ctx: _Context) -> EndpointSpec:
+def _endpoint_rules(ctx: _Context, info: ModelInfo | None = None) -> EndpointSpec:
     endpoint: dict[str, Any] = ctx.merged.get("endpoint", {})
-    deploy = bool(endpoint.get("deploy", True))
+    deploys = info is None or info.deploys
+    deploy = bool(endpoint.get("deploy", deploys))
+    if deploy and not deploys:
+        assert info is not None
+        ctx.report(
+            ("endpoint", "deploy"),
+            f"expected `deploy: false` for {info.id} on the {ctx.target} target (its tuning job writes the tuned "
+            "weights to Cloud Storage and deploys nothing; tuneform does not deploy open models), got true. Remove "
+            "`deploy: true` (it defaults to false for open models), or serve the model on the local target.",
+        )
     traffic = endpoint.get("traffic")
     promote = endpoint.get("promote")
     if traffic is not None:
@@ -401,6 +459,33 @@ def _endpoint_rules(ctx: _Context) -> EndpointSpec:
     return EndpointSpec(deploy=deploy, traffic=dict(traffic) if traffic else None, promote=promote)
 
 
+def _continuation_rules(ctx: _Context, info: ModelInfo) -> str | None:
+    """``continueFrom``: only where the target and the model offer continuous tuning (V-continuous)."""
+    value = ctx.merged.get("continueFrom")
+    if value is None:
+        return None
+    if ctx.target == "local":
+        ctx.report(
+            ("continueFrom",),
+            f"expected no continueFrom on the local target (every local run starts from the base model), got "
+            f"{got(value)}. Move it under `targets: {{vertex: {{continueFrom: {value}}}}}`.",
+        )
+        return None
+    if not info.continuous_tuning:
+        offered = [
+            m.id
+            for m in catalogue.all_models().values()
+            if m.continuous_tuning and m.lifecycle.status(ctx.today or catalogue.today()) != "retired"
+        ]
+        ctx.report(
+            ("continueFrom",),
+            f"expected a base model that offers continuous tuning ({', '.join(offered)}), got {info.id}. Remove "
+            "`continueFrom` to tune from the base model, or choose one of those models.",
+        )
+        return None
+    return str(value)
+
+
 def _resolve_target(ctx: _Context, metadata: dict[str, Any]) -> ResolvedSpec | None:
     before = len(ctx.problems)
     info = _model_for(ctx)
@@ -414,7 +499,7 @@ def _resolve_target(ctx: _Context, metadata: dict[str, Any]) -> ResolvedSpec | N
     adapter_size = _adapter_rules(ctx, info, mode)
     hyperparameters = _hyperparameter_rules(ctx, info)
     dataset = _dataset_rules(ctx)
-    endpoint = _endpoint_rules(ctx)
+    endpoint = _endpoint_rules(ctx, info)
     lora_raw = ctx.merged.get("lora")
     if lora_raw is not None and mode == "full":
         ctx.report(
@@ -426,6 +511,19 @@ def _resolve_target(ctx: _Context, metadata: dict[str, Any]) -> ResolvedSpec | N
             ("adopt",),
             "expected no adopt on the local target (it adopts a Vertex AI tuning job), got one. Move it under "
             f"`targets: {{vertex: {{adopt: {adopt}}}}}`.",
+        )
+    continue_from = _continuation_rules(ctx, info)
+    checkpoints = bool(ctx.merged.get("intermediateCheckpoints", False))
+    if "intermediateCheckpoints" in ctx.merged and (ctx.target != "vertex" or info.family != "gemini"):
+        where = (
+            "the local target (it keeps a checkpoint per epoch to resume from)"
+            if ctx.target == "local"
+            else (f"{info.id} (open-model jobs write their checkpoints under outputUri)")
+        )
+        ctx.report(
+            ("intermediateCheckpoints",),
+            f"expected no intermediateCheckpoints on {where}, got {yaml_inline(checkpoints)}. Remove it, or move it "
+            "under `targets: {vertex: ...}` for a Gemini model.",
         )
     if len(ctx.problems) > before:
         return None
@@ -453,6 +551,8 @@ def _resolve_target(ctx: _Context, metadata: dict[str, Any]) -> ResolvedSpec | N
         lora=lora,
         retain=bool(ctx.merged.get("retain", True)),
         adopt=adopt,
+        continue_from=continue_from,
+        intermediate_checkpoints=checkpoints,
         source=Location(ctx.doc.file, line, column),
     )
 
@@ -467,21 +567,24 @@ def _unavailable(doc: SourceDocument, target: Target, base_model: str, at: Field
     else:
         message = (
             f"expected a Vertex AI catalogue model for the vertex target, got {base_model}. Add "
-            "`targets: {vertex: {baseModel: gemini-2.5-flash}}`."
+            f"`targets: {{vertex: {{baseModel: {catalogue.suggested('vertex')}}}}}`."
         )
     return doc.problem(at, message)
 
 
-def _document(doc: SourceDocument, repo_root: Path, problems: list[Problem]) -> LoadedDocument | None:
+def _document(
+    doc: SourceDocument, repo_root: Path, problems: list[Problem], today: datetime.date | None
+) -> LoadedDocument | None:
     raw: dict[str, Any] = doc.data
     spec: dict[str, Any] = raw["spec"]
     resolved: dict[str, ResolvedSpec] = {}
     unavailable: dict[str, Problem] = {}
+    warnings: list[Problem] = []
     before = len(problems)
     for target in TARGETS:
         override = spec.get("targets", {}).get(target, {})
         merged, origin = _merge(spec, override, ("spec",), ("spec", "targets", target))
-        ctx = _Context(doc, target, merged, origin, repo_root, problems, str(raw["metadata"]["name"]))
+        ctx = _Context(doc, target, merged, origin, repo_root, problems, str(raw["metadata"]["name"]), warnings, today)
         errors_before = len(problems)
         result = _resolve_target(ctx, raw["metadata"])
         if result is not None:
@@ -496,17 +599,23 @@ def _document(doc: SourceDocument, repo_root: Path, problems: list[Problem]) -> 
         source=Location(doc.file, line, column),
         raw=raw,
         resolved=resolved,
+        warnings=tuple(sorted(set(warnings))),
         unavailable=unavailable,
     )
 
 
-def load_specs(paths: Sequence[str | Path], *, repo_root: Path | None = None) -> list[TunedModelDocument]:
+def load_specs(
+    paths: Sequence[str | Path], *, repo_root: Path | None = None, lifecycle: bool = True
+) -> list[TunedModelDocument]:
     """Load, validate and resolve every TunedModel document in ``paths``.
 
     Args:
         paths: Spec files (see ``find_spec_files``).
         repo_root: The repository root that dataset paths must stay inside; by default, per file, the nearest
             parent with ``Pulumi.yaml`` (else ``.git``).
+        lifecycle: Judge base models by today's date (``tuneform.catalogue.today``): refuse retired ones and warn
+            about those retiring soon (``TunedModelDocument.warnings``). A review turns it off for the base commit,
+            whose specs are history.
 
     Returns:
         One document per TunedModel, resolved for every target its base model can run on.
@@ -516,6 +625,7 @@ def load_specs(paths: Sequence[str | Path], *, repo_root: Path | None = None) ->
     """
     problems: list[Problem] = []
     documents: list[TunedModelDocument] = []
+    today = catalogue.today() if lifecycle else None
     first_seen: dict[str, tuple[SourceDocument, Location]] = {}
     for given in paths:
         path = Path(given)
@@ -544,9 +654,9 @@ def load_specs(paths: Sequence[str | Path], *, repo_root: Path | None = None) ->
                 clean = sanitized(source.data)
                 if clean is not None:
                     # Also run the cross-field rules on what the schema accepted, so one run shows everything.
-                    _document(dataclasses.replace(source, data=clean), root, problems)
+                    _document(dataclasses.replace(source, data=clean), root, problems, today)
                 continue
-            document = _document(source, root, problems)
+            document = _document(source, root, problems, today)
             if document is not None:
                 documents.append(document)
     if problems:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from tuneform.spec.errors import Problem
 
 Target = Literal["local", "vertex"]
 TARGETS: tuple[Target, ...] = ("local", "vertex")
@@ -81,7 +84,7 @@ class ResolvedSpec:
     description: str
     labels: dict[str, str]
     base_model: str
-    """A catalogue id (``gemini-2.5-flash``, ``smollm2-135m-instruct``) or, on the local target, a local path."""
+    """A catalogue id (``gemini-3.5-flash``, ``smollm2-135m-instruct``) or, on the local target, a local path."""
     mode: Mode
     adapter_size: int | None
     hyperparameters: Hyperparameters
@@ -90,12 +93,16 @@ class ResolvedSpec:
     lora: LoraSpec | None = None
     retain: bool = True
     adopt: str | None = None
+    continue_from: str | None = None
+    """Vertex: ``previous`` or a tuned model's registry name to continue from (``preTunedModel``); ``None``: base."""
+    intermediate_checkpoints: bool = False
+    """Vertex: keep (and let Vertex deploy) a checkpoint per epoch instead of the final one only."""
     source: Location | None = field(default=None, compare=False)
     """Where ``metadata.name`` was written; for messages, not identity."""
 
     def training_inputs(self) -> dict[str, Any]:
         """The fields whose change means a new tuning run (a new model version)."""
-        return {
+        inputs = {
             "target": self.target,
             "baseModel": self.base_model,
             "mode": self.mode,
@@ -104,6 +111,12 @@ class ResolvedSpec:
             "datasetFormat": self.dataset.format,
             "lora": None if self.lora is None else {k: v for k, v in asdict(self.lora).items() if v is not None},
         }
+        # Only when set, so that the identity (spec hash) of every run declared before these keys existed holds.
+        if self.continue_from is not None:
+            inputs["continueFrom"] = self.continue_from
+        if self.intermediate_checkpoints:
+            inputs["intermediateCheckpoints"] = True
+        return inputs
 
     def spec_hash(self, dataset_hash: str = "") -> str:
         """Identity of a tuning run: training inputs plus the dataset's content hash."""
@@ -120,3 +133,5 @@ class TunedModelDocument:
     raw: dict[str, Any]
     resolved: dict[str, ResolvedSpec]
     """Target -> resolved spec, for each target this document can run on."""
+    warnings: tuple[Problem, ...] = ()
+    """What is valid but needs attention (a base model retiring soon); each message starts with ``warning:``."""

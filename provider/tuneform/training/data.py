@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneform.backends.base import BackendError
-
-ROLE_NAMES = {"user": "user", "model": "assistant"}
+from tuneform.datasets import messages
 
 
 @dataclass(frozen=True)
@@ -33,49 +32,12 @@ class Conversation:
     """1-based line in the JSONL file."""
 
 
-def _text_of(parts: Any, where: str) -> str:
-    if not isinstance(parts, list) or not parts:
-        raise BackendError(f"{where}.parts: expected a non-empty list of {{text: ...}}, got {parts!r}.")
-    texts = []
-    for index, part in enumerate(parts):
-        if not isinstance(part, dict) or not isinstance(part.get("text"), str):
-            raise BackendError(f"{where}.parts[{index}]: expected {{text: <string>}}, got {part!r}.")
-        texts.append(part["text"])
-    return "".join(texts)
-
-
 def gemini_to_messages(record: dict[str, Any], where: str) -> list[dict[str, str]]:
-    """Convert one Gemini ``generateContent``-style record to chat messages.
-
-    Args:
-        record: ``{"systemInstruction"?: {parts}, "contents": [{"role": "user"|"model", "parts": [...]}, ...]}``.
-        where: Prefix for error messages, e.g. ``train.jsonl:12``.
-
-    Returns:
-        Messages with ``model`` renamed to ``assistant`` and the system instruction as a leading ``system`` message.
-
-    Raises:
-        BackendError: If the record is not in that shape or has no model turn to learn from.
-    """
-    messages: list[dict[str, str]] = []
-    system = record.get("systemInstruction")
-    if system is not None:
-        if not isinstance(system, dict):
-            raise BackendError(f"{where}: systemInstruction: expected {{parts: [...]}}, got {system!r}.")
-        messages.append({"role": "system", "content": _text_of(system.get("parts"), f"{where}: systemInstruction")})
-    contents = record.get("contents")
-    if not isinstance(contents, list) or not contents:
-        raise BackendError(f"{where}: contents: expected a non-empty list of turns, got {contents!r}.")
-    for index, turn in enumerate(contents):
-        role = turn.get("role") if isinstance(turn, dict) else None
-        if role not in ROLE_NAMES:
-            raise BackendError(f"{where}: contents[{index}].role: expected 'user' or 'model', got {role!r}.")
-        messages.append(
-            {"role": ROLE_NAMES[role], "content": _text_of(turn.get("parts"), f"{where}: contents[{index}]")}
-        )
-    if messages[-1]["role"] != "assistant":
-        raise BackendError(f"{where}: contents: expected the last turn to have role 'model', got {contents[-1]!r}.")
-    return messages
+    """``tuneform.datasets.messages.gemini_to_messages``, with its error as the trainer's ``BackendError``."""
+    try:
+        return messages.gemini_to_messages(record, where)
+    except messages.MessageConversionError as error:
+        raise BackendError(str(error)) from None
 
 
 def read_conversations(path: Path) -> list[Conversation]:

@@ -1,0 +1,162 @@
+"""How the Vertex backend reaches Google: one host per location, credentials, retries, and tuneform's labels.
+
+Vertex AI serves each location from its own host: ``{region}-aiplatform.googleapis.com`` for a region and
+``aiplatform.{us|eu}.rep.googleapis.com`` for the multi-region locations where tuned Gemini 3.x models are served
+(sources.yaml: V-locations, V-sft-use). A request sent to another location's host is refused, so every client here is
+built for the location of the resource it touches.
+
+Google Cloud modules are imported inside functions: providers import the backend, and Pulumi pickles providers.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tuneform.backends.base import BackendError, Progress
+
+if TYPE_CHECKING:
+    from google.cloud import aiplatform_v1beta1
+
+T = TypeVar("T")
+
+SPEC_HASH_LABEL = "tuneform-spec-hash"
+NAME_LABEL = "tuneform-name"
+VERSION_LABEL = "tuneform-version"
+MANAGED_BY_LABEL = "managed-by"
+OWN_LABELS = (SPEC_HASH_LABEL, NAME_LABEL, VERSION_LABEL, MANAGED_BY_LABEL)
+
+MULTI_REGIONS = ("us", "eu")
+
+TERMINAL_STATES = frozenset(
+    {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED",
+     "JOB_STATE_PARTIALLY_SUCCEEDED"}
+)  # fmt: skip
+"""Every state a job never leaves. The SDK's ``has_ended`` misses EXPIRED and PARTIALLY_SUCCEEDED."""
+
+LIVE_STATES = frozenset(
+    {"JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_PAUSED", "JOB_STATE_UPDATING",
+     "JOB_STATE_CANCELLING"}
+)  # fmt: skip
+"""States of a job that is still going (CANCELLING may yet end SUCCEEDED: cancellation is best effort)."""
+
+
+def label_value(text: str) -> str:
+    """``text`` as a valid GCP label value: lowercase letters, digits, ``_`` and ``-``, at most 63 characters."""
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
+
+
+def state_name(job: Any) -> str:
+    # A state newer than the installed client arrives as a bare int rather than an enum member.
+    return job.state.name if isinstance(job.state, enum.Enum) else f"JOB_STATE_{int(job.state)}"
+
+
+def short(state: str) -> str:
+    return state.removeprefix("JOB_STATE_")
+
+
+def location_of(name: str) -> str:
+    """``projects/P/locations/L/...`` -> ``L``."""
+    parts = name.split("/")
+    if len(parts) < 4 or parts[2] != "locations":
+        raise BackendError(f"not a Vertex AI resource name: {name!r}")
+    return parts[3]
+
+
+def stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """Where each location's API is: Google's hosts, or an override per location (the emulator in tests).
+
+    Args:
+        overrides: Location -> base URL; the key ``*`` applies to every location without one of its own.
+    """
+
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def endpoint(self, location: str) -> str:
+        """The API host of ``location`` (``host`` or ``http://host:port`` for an override)."""
+        override = self.overrides.get(location) or self.overrides.get("*")
+        if override:
+            return override.rstrip("/")
+        if location in MULTI_REGIONS:
+            return f"aiplatform.{location}.rep.googleapis.com"
+        if location == "global":
+            return "aiplatform.googleapis.com"
+        return f"{location}-aiplatform.googleapis.com"
+
+    def base_url(self, location: str) -> str:
+        """The same, always as a URL (for outputs a client is pointed at)."""
+        host = self.endpoint(location)
+        return host if "://" in host else f"https://{host}"
+
+    def client_kwargs(self, location: str) -> dict[str, Any]:
+        """``client_options``, ``transport`` and (for a plain-HTTP emulator only) anonymous credentials."""
+        from google.auth.credentials import AnonymousCredentials
+
+        host = self.endpoint(location)
+        kwargs: dict[str, Any] = {"client_options": {"api_endpoint": host}, "transport": "rest"}
+        if host.startswith("http://"):
+            # Only emulators speak plain HTTP; never send real credentials to one.
+            kwargs["credentials"] = AnonymousCredentials()
+        return kwargs
+
+    def tuning(self, location: str) -> aiplatform_v1beta1.GenAiTuningServiceClient:
+        from google.cloud import aiplatform_v1beta1
+
+        return aiplatform_v1beta1.GenAiTuningServiceClient(**self.client_kwargs(location))
+
+    def models(self, location: str) -> aiplatform_v1beta1.ModelServiceClient:
+        from google.cloud import aiplatform_v1beta1
+
+        return aiplatform_v1beta1.ModelServiceClient(**self.client_kwargs(location))
+
+    def endpoints(self, location: str) -> aiplatform_v1beta1.EndpointServiceClient:
+        from google.cloud import aiplatform_v1beta1
+
+        return aiplatform_v1beta1.EndpointServiceClient(**self.client_kwargs(location))
+
+    def model_garden(self, location: str) -> aiplatform_v1beta1.ModelGardenServiceClient:
+        from google.cloud import aiplatform_v1beta1
+
+        return aiplatform_v1beta1.ModelGardenServiceClient(**self.client_kwargs(location))
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Retries of 429, 503 and 504 with exponential back-off (Google's API errors page: retry with back-off)."""
+
+    initial: float = 1.0
+    timeout: float = 600.0
+
+    def call(self, fn: Callable[..., T], report: Progress | None = None, /, **kwargs: Any) -> T:
+        """``fn(**kwargs)``, retried; a persistent failure becomes a ``BackendError`` that says what to do."""
+        from google.api_core import exceptions, retry
+
+        def on_error(e: BaseException) -> None:
+            (stderr if report is None else report)(f"vertex: {e}; retrying")
+
+        policy = retry.Retry(
+            predicate=retry.if_exception_type(
+                exceptions.TooManyRequests, exceptions.ServiceUnavailable, exceptions.GatewayTimeout
+            ),
+            initial=self.initial,
+            maximum=self.initial * 30,
+            multiplier=2.0,
+            timeout=self.timeout,
+            on_error=on_error,
+        )
+        try:
+            return policy(fn)(**kwargs)
+        except exceptions.RetryError as e:
+            raise BackendError(
+                f"vertex: still failing after retrying for {self.timeout:.0f} s: {e.cause}. "
+                "Vertex AI is unavailable or throttling this project; run `pulumi up` again later."
+            ) from None

@@ -1,0 +1,568 @@
+"""The Vertex AI target: supervised tuning jobs, and the tuned model versions and endpoints they produce.
+
+Talks to Vertex through google-cloud-aiplatform's generated ``aiplatform_v1beta1`` clients over REST
+(``vertexai.tuning`` is deprecated, and only v1beta1 carries the open-model fields), each client built for the
+location of the resource it touches (see ``_api.Hosts``). What the tuning API cannot do, and what this backend does
+instead:
+
+- there is no request id on CreateTuningJob: before creating, the backend looks for a job of the same spec name and
+  spec hash (labels it sets on every job) and adopts it, so a retry or a re-run after a lost answer never pays twice;
+- the tuning API documents no filter fields: a label filter is tried, and when the service refuses it the backend
+  lists the location's jobs and filters them itself;
+- a re-tune starts from the base model (a new registry model); continuing from tuned weights (``continueFrom``) is
+  the spec's explicit choice, and its documented restrictions are checked before the job is created;
+- there is no update RPC for jobs: labels and description go to the tuned model and its version (two requests,
+  as UpdateModel requires); there is no delete RPC: a finished job is history, ``retain: false`` deletes the tuned
+  version, every endpoint it was deployed to, and the model once its last version is gone.
+
+Version numbers: a re-tune from the base model is version 1 of a new registry model, so tuneform numbers the runs of
+one spec name itself (label ``tuneform-version``) and reports that number; the registry name carries Vertex's own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import TYPE_CHECKING, Any
+
+from tuneform.backends.base import (
+    BackendError,
+    DatasetArtifact,
+    EndpointRequest,
+    EndpointState,
+    Progress,
+    TuningFailed,
+    TuningOutcome,
+    TuningRequest,
+)
+from tuneform.backends.vertex._api import (
+    LIVE_STATES,
+    NAME_LABEL,
+    OWN_LABELS,
+    SPEC_HASH_LABEL,
+    TERMINAL_STATES,
+    VERSION_LABEL,
+    Hosts,
+    Retry,
+    label_value,
+    location_of,
+    short,
+    state_name,
+    stderr,
+)
+from tuneform.backends.vertex.registry import ModelRegistry, deployed_endpoints
+from tuneform.backends.vertex.requests import build_tuning_job, vertex_base_model
+from tuneform.backends.vertex.storage import DatasetStore
+
+if TYPE_CHECKING:
+    from google.cloud import aiplatform_v1beta1
+
+    from tuneform.resources._provider import BackendSettings
+
+__all__ = ["CONTINUOUS_TUNING_SINCE", "VertexBackend"]
+
+CONTINUOUS_TUNING_SINCE = datetime.date(2025, 7, 11)
+"""Only models tuned on or after this day can be continued (sources.yaml: V-continuous)."""
+
+
+def _registry_version(model: str) -> int:
+    _, _, version = model.rpartition("@")
+    return int(version) if version.isdigit() else 1
+
+
+def tuneform_version(job: Any) -> int:
+    """tuneform's version number of a job: its ``tuneform-version`` label, else (older jobs) the registry's."""
+    label = job.labels.get(VERSION_LABEL, "")
+    if label.isdigit():
+        return int(label)
+    return _registry_version(str(job.tuned_model.model)) if job.tuned_model.model else 0
+
+
+def _source_base(job: Any) -> str:
+    return str(job.base_model or job.pre_tuned_model.base_model)
+
+
+class VertexBackend:
+    """Tunes on Vertex AI.
+
+    Args:
+        project: GCP project id (or number).
+        region: Where jobs run and tuned models are registered, e.g. ``us-central1``.
+        bucket: Dataset bucket (no ``gs://``).
+        api_endpoints: Location -> API base URL overrides (``*`` for all): the emulator in tests. Default: Google's
+            host for each location.
+        storage_endpoint: Cloud Storage endpoint; default the real service. ``http://`` = fake-gcs-server.
+        service_account: Runs the tuning jobs (default: Vertex's tuning service agent).
+        kms_key_name: CMEK key for everything a job creates.
+        deadline_seconds: How long ``tune`` waits for a terminal state before raising (the job keeps running).
+        poll: ``(first, longest)`` seconds between polls; the interval grows by half each poll.
+        retry_initial: First back-off in seconds for 429/503/504 answers (doubling, up to 30x).
+        retry_timeout: Give up retrying one call after this many seconds.
+    """
+
+    target = "vertex"
+
+    def __init__(
+        self,
+        project: str,
+        region: str,
+        bucket: str,
+        *,
+        api_endpoints: dict[str, str] | None = None,
+        storage_endpoint: str | None = None,
+        service_account: str | None = None,
+        kms_key_name: str | None = None,
+        deadline_seconds: float = 12 * 3600,
+        poll: tuple[float, float] = (10.0, 300.0),
+        retry_initial: float = 1.0,
+        retry_timeout: float = 600.0,
+    ) -> None:
+        self.project = project
+        self.region = region
+        self.hosts = Hosts(dict(api_endpoints or {}))
+        self.retry = Retry(retry_initial, retry_timeout)
+        self.store = DatasetStore(project, bucket, storage_endpoint)
+        self.registry = ModelRegistry(self.hosts, self.retry)
+        self.service_account = service_account
+        self.kms_key_name = kms_key_name
+        self.deadline_seconds = deadline_seconds
+        self.poll = poll
+        self._label_filters = True
+        """Cleared once the service refuses a label filter; later listings filter on this side."""
+
+    @classmethod
+    def from_settings(cls, settings: BackendSettings) -> VertexBackend:
+        """Build from the providers' plain settings.
+
+        Raises:
+            BackendError: When ``project``, ``region`` or ``bucket`` is empty.
+        """
+        required = {"project": settings.project, "region": settings.region, "bucket": settings.bucket}
+        missing = [key for key, value in required.items() if not value]
+        if missing:
+            raise BackendError(
+                "the vertex target needs stack config "
+                + ", ".join(f"tuneform:{key}" for key in missing)
+                + "; set it with `pulumi config set tuneform:<key> <value>`"
+            )
+        poll = settings.extra.get("poll") or (10.0, 300.0)
+        endpoints = dict(settings.api_endpoints)
+        if settings.api_endpoint:
+            endpoints.setdefault("*", settings.api_endpoint)
+        return cls(
+            settings.project,
+            settings.region,
+            settings.bucket,
+            api_endpoints=endpoints,
+            storage_endpoint=settings.storage_endpoint or None,
+            service_account=settings.service_account or None,
+            kms_key_name=settings.kms_key_name or None,
+            deadline_seconds=float(settings.deadline_seconds or 12 * 3600),
+            poll=(float(poll[0]), float(poll[1])),
+        )
+
+    @property
+    def parent(self) -> str:
+        """``projects/<project>/locations/<region>``."""
+        return f"projects/{self.project}/locations/{self.region}"
+
+    @property
+    def bucket(self) -> str:
+        return self.store.bucket
+
+    # ---- datasets --------------------------------------------------------------------------------------------
+
+    def store_dataset(
+        self, converted_path: str, sha256: str, examples: int, tokens: int, upload_format: str = "gemini"
+    ) -> DatasetArtifact:
+        """Upload a converted dataset to ``gs://<bucket>/datasets/`` unless it is there (see ``DatasetStore``)."""
+        return self.store.store(converted_path, sha256, examples, tokens, upload_format)
+
+    def dataset_present(self, artifact: DatasetArtifact) -> bool:
+        return self.store.present(artifact)
+
+    # ---- base models -----------------------------------------------------------------------------------------
+
+    def base_model_offered(self, base_model: str) -> bool | None:
+        """Ask Model Garden whether a base model is still offered: ``None`` when it cannot be asked (no credentials,
+        no network); never raises, so a preview never depends on it.
+        """
+        try:
+            from google.api_core import exceptions
+            from google.auth import exceptions as auth_exceptions
+
+            publisher, _, model = base_model.partition("/") if "/" in base_model else ("google", "", base_model)
+            name = f"publishers/{publisher}/models/{model}"
+            client = self.hosts.model_garden(self.region)
+            try:
+                client.get_publisher_model(name=name, timeout=20)
+            except exceptions.NotFound:
+                return False
+            return True
+        except (auth_exceptions.DefaultCredentialsError, exceptions.GoogleAPIError, OSError, ValueError):
+            return None
+
+    # ---- tuning ----------------------------------------------------------------------------------------------
+
+    def tune(self, request: TuningRequest, progress: Progress) -> TuningOutcome:
+        """Adopt (explicitly, or the job of this name and spec hash) or create a tuning job, then wait for its end.
+
+        Returns:
+            The outcome of a SUCCEEDED job.
+
+        Raises:
+            TuningFailed: The job ended FAILED, CANCELLED, EXPIRED or PARTIALLY_SUCCEEDED.
+            BackendError: The API refused the job, continuation is not possible, or our deadline passed (the job
+                keeps running).
+        """
+        from google.api_core import exceptions
+
+        vertex_base_model(request.base_model)
+        client = self.hosts.tuning(self.region)
+        try:
+            if request.adopt:
+                job = self.retry.call(client.get_tuning_job, progress, name=request.adopt)
+                progress(f"vertex: adopting {job.name} ({short(state_name(job))}) as `adopt` asks")
+                reused = True
+            else:
+                # Lookup and create are retried as one unit: a create whose answer was lost may have succeeded, and
+                # the next attempt then finds that job by its labels instead of paying for a second one.
+                job, reused = self.retry.call(
+                    self._find_or_create, progress, client=client, request=request, progress=progress
+                )
+        except exceptions.NotFound as e:
+            raise BackendError(f"{request.name}: {e.message}") from None
+        except exceptions.GoogleAPICallError as e:
+            raise BackendError(f"{request.name}: the tuning API refused the job: {e.message}") from None
+        job = self._wait(client, job, request.name, progress)
+        return self._outcome(job, reused)
+
+    def _find_or_create(
+        self, client: aiplatform_v1beta1.GenAiTuningServiceClient, request: TuningRequest, progress: Progress
+    ) -> tuple[aiplatform_v1beta1.TuningJob, bool]:
+        jobs = self._jobs_of(client, request.name)
+        existing = self._adoptable(jobs, request.spec_hash, progress)
+        if existing is not None:
+            progress(
+                f"vertex: adopting {existing.name} ({short(state_name(existing))}): it carries "
+                f"{SPEC_HASH_LABEL}={request.spec_hash[:63]}, so no second job is started"
+            )
+            return existing, True
+        numbered = [j for j in jobs if state_name(j) in LIVE_STATES or state_name(j) == "JOB_STATE_SUCCEEDED"]
+        version = max((tuneform_version(j) for j in numbered), default=0) + 1
+        pre_tuned = self._continuation(request, jobs, progress)
+        job = client.create_tuning_job(
+            parent=self.parent,
+            tuning_job=build_tuning_job(
+                request,
+                bucket=self.bucket,
+                version=version,
+                pre_tuned_model=pre_tuned,
+                kms_key_name=self.kms_key_name,
+                service_account=self.service_account,
+            ),
+        )
+        source = f", continuing from {pre_tuned}" if pre_tuned else f" from {request.base_model}"
+        progress(f"vertex: created {job.name} for {request.name} v{version}{source}")
+        return job, False
+
+    def _adoptable(
+        self, jobs: list[aiplatform_v1beta1.TuningJob], spec_hash: str, progress: Progress
+    ) -> aiplatform_v1beta1.TuningJob | None:
+        """The job of this spec hash to adopt: one still going, or a succeeded one whose tuned model still exists."""
+        for job in jobs:
+            if job.labels.get(SPEC_HASH_LABEL) != spec_hash[:63]:
+                continue
+            state = state_name(job)
+            if state in LIVE_STATES and state != "JOB_STATE_CANCELLING":
+                return job
+            if state != "JOB_STATE_SUCCEEDED":
+                continue
+            if not job.tuned_model.model:
+                return job  # an open-model job: its result is the weights under outputUri
+            if self.registry.get(str(job.tuned_model.model)) is not None:
+                return job
+            progress(
+                f"vertex: {job.name} tuned this configuration before, but its model {job.tuned_model.model} was "
+                "deleted; tuning it again"
+            )
+        return None
+
+    def _continuation(
+        self, request: TuningRequest, jobs: list[aiplatform_v1beta1.TuningJob], progress: Progress
+    ) -> str | None:
+        """The tuned version to continue from, after checking continuous tuning's documented restrictions.
+
+        Raises:
+            BackendError: When the source is gone, too old, tuned from another base model, or under another key.
+        """
+        wanted = request.continue_from
+        if not wanted:
+            return None
+        base_model = request.base_model
+        if wanted == "previous":
+            for job in jobs:
+                tuned = str(job.tuned_model.model)
+                if state_name(job) != "JOB_STATE_SUCCEEDED" or not tuned or _source_base(job) != base_model:
+                    continue
+                model = self.registry.get(tuned)
+                if model is not None:
+                    self._check_source(request, model, base_model)
+                    return tuned
+            progress(f"vertex: {request.name} has no earlier tuned version of {base_model}; tuning the base model")
+            return None
+        model = self.registry.get(wanted)
+        if model is None:
+            raise BackendError(
+                f"{request.name}: continueFrom {wanted} does not exist in Model Registry; set it to an existing "
+                "tuned model version, or remove `continueFrom` to tune from the base model"
+            )
+        source_job = next((j for j in jobs if str(j.tuned_model.model).split("@")[0] == model.name), None)
+        if source_job is not None:
+            self._check_source(request, model, _source_base(source_job))
+        else:
+            self._check_source(request, model, None)
+            progress(f"vertex: {wanted} was not tuned by tuneform; Vertex checks that it was tuned from {base_model}")
+        return f"{model.name}@{model.version_id}"
+
+    def _check_source(self, request: TuningRequest, model: Any, source_base: str | None) -> None:
+        name = f"{model.name}@{model.version_id}"
+        created = model.version_create_time or model.create_time
+        if created and created.date() < CONTINUOUS_TUNING_SINCE:
+            raise BackendError(
+                f"{request.name}: continueFrom {name} was tuned on {created.date()}; Vertex AI continues only models "
+                f"tuned on or after {CONTINUOUS_TUNING_SINCE}. Remove `continueFrom` to tune from the base model."
+            )
+        source_key = model.encryption_spec.kms_key_name or ""
+        if source_key != (self.kms_key_name or ""):
+            raise BackendError(
+                f"{request.name}: continueFrom {name} is encrypted with {source_key or 'no customer-managed key'}, "
+                f"this stack with {self.kms_key_name or 'none'}; a continuous tuning job must use the key of the "
+                "model it continues. Set `tuneform:kmsKeyName` to match, or tune from the base model."
+            )
+        if source_base is not None and source_base != request.base_model:
+            raise BackendError(
+                f"{request.name}: continueFrom {name} was tuned from {source_base}, but the spec's baseModel is "
+                f"{request.base_model}. Set `baseModel: {source_base}`, or remove `continueFrom`."
+            )
+
+    def _jobs_of(
+        self, client: aiplatform_v1beta1.GenAiTuningServiceClient, name: str
+    ) -> list[aiplatform_v1beta1.TuningJob]:
+        """Every job of one spec name in this location, newest first."""
+        return self._list(client, NAME_LABEL, label_value(name))
+
+    def _list(
+        self, client: aiplatform_v1beta1.GenAiTuningServiceClient, label: str, value: str
+    ) -> list[aiplatform_v1beta1.TuningJob]:
+        from google.api_core import exceptions
+        from google.cloud import aiplatform_v1beta1
+
+        jobs: list[aiplatform_v1beta1.TuningJob] = []
+        if self._label_filters:
+            request = aiplatform_v1beta1.ListTuningJobsRequest(parent=self.parent, filter=f'labels.{label}="{value}"')
+            try:
+                jobs = list(client.list_tuning_jobs(request=request))
+            except exceptions.BadRequest:  # INVALID_ARGUMENT arrives over REST as a plain 400
+                # The tuning API documents no filter fields (P-genai-tuning): list everything and filter here.
+                self._label_filters = False
+        if not self._label_filters:
+            jobs = list(client.list_tuning_jobs(request=aiplatform_v1beta1.ListTuningJobsRequest(parent=self.parent)))
+        # Checked here even when the service filtered: a service that ignored the filter must not make us adopt.
+        jobs = [j for j in jobs if j.labels.get(label) == value]
+        return sorted(jobs, key=lambda j: j.create_time, reverse=True)
+
+    def _wait(
+        self,
+        client: aiplatform_v1beta1.GenAiTuningServiceClient,
+        job: aiplatform_v1beta1.TuningJob,
+        name: str,
+        progress: Progress,
+    ) -> aiplatform_v1beta1.TuningJob:
+        start = time.monotonic()
+        interval = self.poll[0]
+        while True:
+            state = state_name(job)
+            elapsed = time.monotonic() - start
+            stats = job.tuning_data_stats.supervised_tuning_data_stats
+            tokens = (
+                f", {stats.total_billable_token_count} billable tokens" if stats.total_billable_token_count else ""
+            )
+            progress(f"vertex: {name}: {short(state)} after {elapsed:.0f} s{tokens} ({job.name})")
+            if state in TERMINAL_STATES:
+                break
+            if elapsed >= self.deadline_seconds:
+                raise BackendError(
+                    f"{name}: tuning job {job.name} is still {short(state)} after {self.deadline_seconds:.0f} s "
+                    f"(tuneform's deadline); it keeps running. Run `pulumi up` again to adopt it (it carries label "
+                    f"{SPEC_HASH_LABEL}), or set `adopt: {job.name}` in the spec; cancel it with "
+                    f"`gcloud ai tuning-jobs cancel {job.name}` if it is not wanted."
+                )
+            time.sleep(min(interval, max(self.deadline_seconds - elapsed, 0.0)))
+            interval = min(interval * 1.5, self.poll[1])
+            job = self.retry.call(client.get_tuning_job, progress, name=job.name)
+        if state != "JOB_STATE_SUCCEEDED":
+            raise TuningFailed(self._failure_message(job, name), job.name, short(state))
+        return job
+
+    @staticmethod
+    def _failure_message(job: aiplatform_v1beta1.TuningJob, name: str) -> str:
+        state = short(state_name(job))
+        parts = [f"{name}: tuning job {job.name} ended {state}"]
+        if job.error.message:
+            parts[0] += f": {job.error.message}"
+        stats = job.tuning_data_stats.supervised_tuning_data_stats
+        if stats.tuning_dataset_example_count:
+            parts.append(f"{stats.tuning_dataset_example_count} training examples")
+        if stats.total_truncated_example_count:
+            shown = ", ".join(str(i) for i in list(stats.truncated_example_indices)[:10])
+            parts.append(f"{stats.total_truncated_example_count} truncated (0-based lines {shown})")
+        if stats.dropped_example_reasons:
+            reasons = "; ".join(list(stats.dropped_example_reasons)[:5])
+            parts.append(f"{len(stats.dropped_example_reasons)} dropped: {reasons}")
+        if state == "PARTIALLY_SUCCEEDED" and job.tuned_model.model:
+            parts.append(f"partial model {job.tuned_model.model} is not recorded")
+        return "; ".join(parts)
+
+    def _outcome(self, job: aiplatform_v1beta1.TuningJob, reused: bool) -> TuningOutcome:
+        stats = job.tuning_data_stats.supervised_tuning_data_stats
+        metrics = {
+            key: float(value)
+            for key, value in (
+                ("billable_tokens", stats.total_billable_token_count),
+                ("examples", stats.tuning_dataset_example_count),
+                ("tuning_steps", stats.tuning_step_count),
+            )
+            if value
+        }
+        model = str(job.tuned_model.model)
+        if not model and job.output_uri:
+            # Open-model jobs register no model: their result is the final checkpoint's directory (V-oss).
+            model = f"{job.output_uri}/postprocess/node-0/checkpoints/final"
+        return TuningOutcome(
+            job_id=job.name,
+            state=short(state_name(job)),
+            model=model,
+            version=tuneform_version(job) or 1,
+            metrics=metrics,
+            endpoint=str(job.tuned_model.endpoint) or None,
+            reused=reused,
+        )
+
+    def tuning_status(self, job_id: str) -> TuningOutcome | None:
+        """Current view of a job (for ``pulumi refresh``); ``None`` when the API does not know it."""
+        from google.api_core import exceptions
+
+        try:
+            job = self.retry.call(self.hosts.tuning(location_of(job_id)).get_tuning_job, name=job_id)
+        except exceptions.NotFound:
+            return None
+        return self._outcome(job, reused=False)
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job that has not ended; a finished job is history (the API cannot delete it) and is left."""
+        from google.api_core import exceptions
+
+        client = self.hosts.tuning(location_of(job_id))
+        try:
+            job = self.retry.call(client.get_tuning_job, name=job_id)
+        except exceptions.NotFound:
+            stderr(f"vertex: {job_id} no longer exists; nothing to cancel")
+            return
+        state = state_name(job)
+        if state in TERMINAL_STATES or state == "JOB_STATE_CANCELLING":
+            stderr(f"vertex: {job_id} is {short(state)}; it stays as history (the tuning API has no delete)")
+            return
+        try:
+            self.retry.call(client.cancel_tuning_job, name=job_id)
+        except exceptions.FailedPrecondition:
+            stderr(f"vertex: {job_id} ended before it could be cancelled")  # an earlier attempt's answer was lost
+            return
+        stderr(f"vertex: cancellation of {job_id} requested (was {short(state)})")
+
+    def update_metadata(self, job_id: str, description: str, labels: dict[str, str]) -> None:
+        """Apply a new description and labels to the job's tuned model and its version.
+
+        The tuning API has no update method, so the job keeps the values it was created with. tuneform's own labels
+        (spec hash, name, version, ``managed-by``) are kept. A job with no tuned model yet (or an open model's) is
+        left alone; the provider's state carries the desired values.
+        """
+        job = self.retry.call(self.hosts.tuning(location_of(job_id)).get_tuning_job, name=job_id)
+        if not job.tuned_model.model:
+            stderr(f"vertex: {job_id} has no tuned model; labels and description are recorded in the stack only")
+            return
+        own = {k: v for k, v in job.labels.items() if k in OWN_LABELS}
+        self.registry.update_metadata(str(job.tuned_model.model), description, {**labels, **own})
+
+    def _job_of_version(self, name: str, version: int, registry: str | None = None) -> Any:
+        jobs = self._jobs_of(self.hosts.tuning(self.region), name)
+        for job in jobs:
+            tuned = str(job.tuned_model.model)
+            if not tuned or tuneform_version(job) != version:
+                continue
+            if registry is not None and tuned.split("@", 1)[0] != registry:
+                continue
+            return job
+        return None
+
+    def delete_version(self, model: str, version: int) -> None:
+        """Delete one tuned version (``retain: false``): every endpoint it is deployed to, then the version.
+
+        Args:
+            model: The spec's ``metadata.name`` (or a registry name ``projects/.../models/ID``).
+            version: tuneform's version number.
+
+        Raises:
+            BackendError: When Vertex refuses a step; the message says which and why.
+        """
+        registry = model.split("@", 1)[0] if "/models/" in model else None
+        name = model.rsplit("/", 1)[-1] if registry else model
+        job = self._job_of_version(name, version, registry)
+        if job is None:
+            stderr(f"vertex: no tuned version {version} of {model} found in {self.parent}; nothing to delete")
+            return
+        try:
+            self.registry.delete_version(str(job.tuned_model.model), deployed_endpoints(job))
+        except BackendError as error:
+            raise BackendError(f"{name}: {error}") from None
+
+    # ---- endpoints -------------------------------------------------------------------------------------------
+
+    def deploy(self, request: EndpointRequest, existing: str | None, progress: Progress) -> EndpointState:
+        """Return the endpoint Vertex deployed the requested version to when tuning it.
+
+        Raises:
+            BackendError: For a split across versions (each tuned Gemini version has an endpoint of its own), or a
+                version without an endpoint.
+        """
+        del existing
+        shares = {v: p for v, p in request.traffic.items() if p}
+        if len(shares) != 1:
+            raise BackendError(
+                f"{request.name}: splitting traffic across versions {sorted(shares)} is not implemented on Vertex: "
+                "each tuned Gemini version is served from its own endpoint; route 100 % to one version"
+            )
+        version = next(iter(shares))
+        registry = request.model.split("@", 1)[0] if "/models/" in request.model else None
+        job = self._job_of_version(request.name, version, registry)
+        if job is None or not job.tuned_model.endpoint:
+            raise BackendError(
+                f"{request.name}: no endpoint serves version {version}; was it tuned by tuneform in {self.parent}?"
+            )
+        endpoint = str(job.tuned_model.endpoint)
+        progress(f"vertex: {request.name} v{version} ({job.tuned_model.model}) is served by {endpoint}")
+        state = self.registry.endpoint_state(endpoint, {"project": self.project})
+        if state is None:
+            raise BackendError(f"{request.name}: endpoint {endpoint} of version {version} no longer exists")
+        return state
+
+    def endpoint_status(self, endpoint_id: str) -> EndpointState | None:
+        """Deployed versions and traffic of an endpoint; ``None`` when it no longer exists."""
+        return self.registry.endpoint_state(endpoint_id, {"project": self.project})
+
+    def undeploy(self, endpoint_id: str) -> None:
+        """Leave a tuned version's endpoint in place, saying so; ``delete_version`` removes it with the version."""
+        stderr(
+            f"vertex: {endpoint_id} was created by Vertex with the tuned model version and stays with it; an idle "
+            "endpoint bears no inference cost. Set `retain: false` in the spec to delete version and endpoint."
+        )

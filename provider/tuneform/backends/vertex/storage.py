@@ -1,0 +1,118 @@
+"""Datasets in Cloud Storage: content-addressed objects that are written once and never overwritten.
+
+Gemini tuning reads the Gemini JSONL (``contents`` with roles ``user``/``model``); Vertex AI's open-model tuning
+reads chat ``messages`` with role ``assistant`` (sources.yaml: V-oss), so open models get that form of the same
+examples. Either way the object is named by the canonical Gemini content's SHA-256, the identity tuneform records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+from tuneform.backends.base import BackendError, DatasetArtifact
+from tuneform.backends.vertex._api import stderr
+
+if TYPE_CHECKING:
+    from google.cloud.storage import Client
+
+__all__ = ["DatasetStore"]
+
+UPLOAD_FORMATS = ("gemini", "messages")
+
+
+class DatasetStore:
+    """Upload converted datasets to ``gs://<bucket>/datasets/``.
+
+    Args:
+        project: The project the storage client bills to.
+        bucket: Bucket name (no ``gs://``).
+        endpoint: Cloud Storage endpoint override; ``http://`` (fake-gcs-server) gets anonymous credentials.
+    """
+
+    def __init__(self, project: str, bucket: str, endpoint: str | None = None) -> None:
+        self.project = project
+        self.bucket = bucket.removeprefix("gs://").rstrip("/")
+        self.endpoint = endpoint
+
+    def client(self) -> Client:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud.storage import Client
+
+        kwargs: dict[str, Any] = {}
+        if self.endpoint:
+            kwargs["client_options"] = {"api_endpoint": self.endpoint}
+            if self.endpoint.startswith("http://"):
+                kwargs["credentials"] = AnonymousCredentials()
+        return Client(project=self.project, **kwargs)
+
+    def store(
+        self, converted_path: str, sha256: str, examples: int, tokens: int, upload_format: str = "gemini"
+    ) -> DatasetArtifact:
+        """Upload a converted JSONL unless its object already exists.
+
+        Objects are written with ``if_generation_match=0``: an existing object (the same bytes, by construction) is
+        never overwritten, and a concurrent upload of the same file is harmless.
+
+        Args:
+            converted_path: The Gemini-format JSONL on local disk.
+            sha256: Its SHA-256 (hex); checked against the file before anything is uploaded.
+            examples: Example count, recorded in the object's metadata.
+            tokens: Token total of one pass, recorded likewise.
+            upload_format: ``gemini``, or ``messages`` for open models.
+
+        Raises:
+            BackendError: If the file does not hash to ``sha256``, cannot be converted, or the upload fails.
+        """
+        from google.api_core import exceptions
+
+        if upload_format not in UPLOAD_FORMATS:
+            raise BackendError(f"dataset upload format {upload_format!r}: expected one of {UPLOAD_FORMATS}")
+        digest = hashlib.sha256()
+        with open(converted_path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            raise BackendError(f"{converted_path}: content hashes to {digest.hexdigest()}, not {sha256}")
+        suffix = ".jsonl" if upload_format == "gemini" else ".messages.jsonl"
+        object_name = f"datasets/{sha256}{suffix}"
+        uri = f"gs://{self.bucket}/{object_name}"
+        blob = self.client().bucket(self.bucket).blob(object_name)
+        try:
+            if blob.exists():
+                stderr(f"vertex: dataset {uri} already stored")
+                return DatasetArtifact(sha256=sha256, uri=uri, examples=examples, tokens=tokens)
+            blob.metadata = {"tuneform-examples": str(examples), "tuneform-tokens": str(tokens)}
+            if upload_format == "gemini":
+                stderr(f"vertex: uploading {converted_path} to {uri}")
+                blob.upload_from_filename(converted_path, content_type="application/jsonl", if_generation_match=0)
+            else:
+                self._upload_messages(blob, converted_path, uri)
+        except exceptions.PreconditionFailed:
+            stderr(f"vertex: dataset {uri} was stored concurrently; keeping that copy")
+        except exceptions.GoogleAPICallError as e:
+            raise BackendError(f"uploading {converted_path} to {uri} failed: {e.message}") from None
+        return DatasetArtifact(sha256=sha256, uri=uri, examples=examples, tokens=tokens)
+
+    @staticmethod
+    def _upload_messages(blob: Any, converted_path: str, uri: str) -> None:
+        from tuneform.datasets.messages import MessageConversionError, write_messages_jsonl
+
+        handle, temporary = tempfile.mkstemp(suffix=".jsonl")
+        os.close(handle)
+        try:
+            try:
+                _, rows = write_messages_jsonl(converted_path, temporary)
+            except MessageConversionError as error:
+                raise BackendError(f"{uri}: open models take text conversations only: {error}") from None
+            stderr(f"vertex: uploading {rows} examples as chat messages (open-model format) to {uri}")
+            blob.upload_from_filename(temporary, content_type="application/jsonl", if_generation_match=0)
+        finally:
+            os.unlink(temporary)
+
+    def present(self, artifact: DatasetArtifact) -> bool:
+        """Whether ``artifact.uri`` still exists in its bucket."""
+        bucket, _, name = artifact.uri.removeprefix("gs://").partition("/")
+        return bool(self.client().bucket(bucket).blob(name).exists())
