@@ -230,3 +230,31 @@ def test_full_fine_tuning_padding_free(tiny: Path, data: Path, tmp_path: Path) -
     assert VARLEN_ATTENTION not in (result.artifact_dir / "config.json").read_text()
     model, _ = load_for_inference(tiny, result.artifact_dir, "full")
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_cpu_loss_on_model_turns_equals_trls_fused_head(tiny: Path, data: Path, tmp_path: Path) -> None:
+    import torch
+
+    from tuneform.training.trainer import model_turn_loss, plain_lm_head
+
+    for recipe in (PADDED, PADDING_FREE):
+        trainer, _, _ = build_trainer(_config(tiny, data, tmp_path / recipe.batches, recipe=recipe), recipe, print)
+        assert plain_lm_head(trainer.model.config)
+        trainer.model.train()
+        for batch in list(trainer.get_train_dataloader())[:2]:
+            batch["use_cache"] = False
+            ours = model_turn_loss(trainer.model, dict(batch))
+            fused = trainer.model(**batch, fused_lm_head=True)  # TRL's head: what the GPU path trains on
+            theirs = -fused.log_probs.sum() / fused.label_mask.sum()
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+            # The loss the trainer trains on is this one.
+            torch.testing.assert_close(trainer.compute_loss(trainer.model, dict(batch)), ours)
+
+
+def test_soft_capped_logits_keep_trls_head() -> None:
+    from transformers import Gemma2Config, LlamaConfig
+
+    from tuneform.training.trainer import plain_lm_head
+
+    assert plain_lm_head(LlamaConfig())
+    assert not plain_lm_head(Gemma2Config())  # final_logit_softcapping: only TRL's head applies it
