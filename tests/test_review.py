@@ -201,7 +201,7 @@ def test_pr_review_comment_names_exactly_the_changes(tmp_path: Path) -> None:
     local_total = extractor_after * 2 + router_local * 5 + summarizer_tokens * 3
     expected_lines = [
         "<!-- tuneform-review -->",
-        "## ✅ tuneform: validation passed, 0 stacks previewed with the policy pack",
+        "## ✅ tuneform: validation passed, no stack previewed (see Previews)",
         "Validation: ok: 3 specs, 3 datasets.",
         "- **local**: 2 re-tuned, 1 created, 0 updated in place, 0 removed, 0 unchanged; "
         f"**{local_total:,}** training tokens ({EXACT}), estimated cost **$0.00**",
@@ -211,10 +211,10 @@ def test_pr_review_comment_names_exactly_the_changes(tmp_path: Path) -> None:
         f"- **all targets**: {local_total + router_vertex * 5:,} training tokens, estimated cost $0.00 + 1 model of "
         "unknown cost",
         f"| `extractor` | re-tuned | unknown → current + 1 | {extractor_after * 2:,} | $0.00 (runs on this machine) "
-        "| - |",
-        f"| `router` | re-tuned | unknown → current + 1 | {router_local * 5:,} | $0.00 (runs on this machine) | - |",
-        f"| `summarizer` | created | unknown → v1 | {summarizer_tokens * 3:,} | $0.00 (runs on this machine) | - |",
-        f"| `router` | re-tuned | unknown → current + 1 | {router_vertex * 5:,} | unknown: price unconfirmed | - |",
+        "|",
+        f"| `router` | re-tuned | unknown → current + 1 | {router_local * 5:,} | $0.00 (runs on this machine) |",
+        f"| `summarizer` | created | unknown → v1 | {summarizer_tokens * 3:,} | $0.00 (runs on this machine) |",
+        f"| `router` | re-tuned | unknown → current + 1 | {router_vertex * 5:,} | unknown: price unconfirmed |",
         f"- dataset train `{extractor}`: +20 added, -0 removed, 0 changed; 30 -> 50 examples, "
         f"{extractor_before:,} -> {extractor_after:,} tokens",
         "- hyperparameters.epochs: 3 -> 5 (re-tunes)",
@@ -418,8 +418,8 @@ def test_skip_preview_skips_the_previews_even_with_an_engine_on_path(tmp_path: P
     comment = (tmp_path / "comment.md").read_text()
     assert "| `local` | local | skipped: previews skipped (--skip-preview) | - |" in comment.splitlines()
     assert "pulumi preview" not in result.stderr
-    # Nothing was written to the backend: no stack was even selected.
-    assert not (tmp_path / "state" / ".pulumi").exists()
+    # No stack was selected or created in the backend (reading the state for versions only looked).
+    assert not (tmp_path / "state" / ".pulumi" / "stacks").exists()
 
 
 def test_invalid_working_tree_fails_the_review_with_the_problems(tmp_path: Path) -> None:
@@ -768,3 +768,105 @@ def test_the_json_plan_reads_back_as_the_same_plan(tmp_path: Path) -> None:
 
     plan = build_change_plan(scenario_repo(tmp_path), "HEAD~1")
     assert plan_from_json(plan_to_json(plan)) == plan
+
+
+# --- The review comment -------------------------------------------------------------------------------------------
+
+
+def engine_event(kind: str, **body: Any) -> str:
+    return json.dumps({"sequence": 1, "timestamp": 0, kind: body})
+
+
+def test_preview_events_become_failures_steps_and_counts() -> None:
+    from tuneform.review.comment import read_preview
+
+    job = "urn:pulumi:prod::tuneform::tuneform:index:TunedModel$pulumi-python:dynamic/tuneform:TuningJob::a-tuning"
+    events = [
+        engine_event(
+            "resourcePreEvent",
+            metadata={
+                "op": "replace",
+                "urn": job,
+                "type": "pulumi-python:dynamic/tuneform:TuningJob",
+                "keys": ["mode"],
+            },
+        ),
+        engine_event("resourcePreEvent", metadata={"op": "same", "urn": job, "type": "x"}),
+        engine_event(
+            "policyEvent",
+            message="Tuning jobs run at most maxEpochs epochs.\na: spec.hyperparameters.epochs: expected at most 10 "
+            "(maxEpochs), got 12. Lower `epochs`.\n",
+            policyName="tuneform-max-epochs",
+            enforcementLevel="mandatory",
+        ),
+        engine_event("policyEvent", message="Labels.\na: labels.team: expected a value.", enforcementLevel="advisory"),
+        engine_event("diagnosticEvent", message="preview failed\n", severity="error"),
+        engine_event("summaryEvent", resourceChanges={"replace": 1, "same": 5}),
+        "not json",
+    ]
+    result = read_preview("prod", "vertex", "failed", events)
+    assert result.steps == ("+- replace            TuningJob    a-tuning (changed: mode)",)
+    assert result.changes == {"replace": 1}
+    ((violation,), (advisory,)) = result.violations, result.advisories
+    assert violation.message == (
+        "a: spec.hyperparameters.epochs: expected at most 10 (maxEpochs), got 12. Lower `epochs`."
+    )
+    assert (violation.model, violation.where) == ("a", "`tuneform-max-epochs` on stack `prod`")
+    assert advisory.message == "a: labels.team: expected a value."
+    assert result.errors == ()
+    # A preview that fails before the engine runs (a wrong passphrase) carries its error on stderr only.
+    early = read_preview("prod", "vertex", "failed", [], stderr="error: incorrect passphrase\n")
+    assert early.errors == ("incorrect passphrase",)
+
+
+def test_a_huge_review_stays_under_githubs_limit_with_failures_first() -> None:
+    from tuneform.review.comment import MARKER, Failure, PreviewResult, build_comment
+
+    changes = tuple(
+        ModelChange(
+            name=f"model-{i:05d}",
+            target="vertex",
+            status="re-tuned",
+            source=f"tuning_specs/model-{i:05d}.yaml:4",
+            base_model="gemini-3.5-flash",
+            reasons=(),
+            updates=(),
+            datasets=(),
+            epochs_text="3",
+            training_tokens=1000,
+            cost=None,
+            cost_text="unknown: price unconfirmed",
+            current_version="3",
+            new_version="4",
+        )
+        for i in range(3000)
+    )
+    plan = ChangePlan("origin/main", "0" * 40, ("vertex",), changes, {"vertex": TargetTotals(3_000_000, 0.0, 3000)})
+    violations = tuple(
+        Failure(
+            "policy",
+            "`tuneform-max-epochs` on stack `prod`",
+            f"model-{i:05d}: spec.hyperparameters.epochs: "
+            "expected at most 10 (maxEpochs), got 12. Lower `epochs`, or raise maxEpochs <in the config>.",
+        )
+        for i in range(3000)
+    )
+    preview = PreviewResult(
+        "prod",
+        "vertex",
+        "failed",
+        changes={"replace": 3000},
+        violations=violations,
+        steps=tuple(f"+- replace TuningJob model-{i:05d}-tuning" for i in range(3000)),
+    )
+    comment = build_comment(plan=plan, validation_ok=True, previews=[preview])
+    assert len(comment) <= COMMENT_LIMIT - 500
+    lines = comment.splitlines()
+    assert lines[:2] == [MARKER, "## ❌ tuneform: 3000 policy violations"]
+    assert lines[5].startswith("- **policy** `tuneform-max-epochs` on stack `prod`: model-00000: spec.hyperparameters")
+    # Prose, not a code block: `<` outside backticks is escaped so GitHub does not take it for a tag.
+    assert lines[5].endswith("Lower `epochs`, or raise maxEpochs &lt;in the config&gt;.")
+    assert any(line.startswith("- … and ") and "more: see the workflow log" in line for line in lines)
+    assert comment.index("### tuneform plan") < comment.index("#### Previews")
+    assert "| `prod` | vertex | **failed**: 3000 policy violations | 3000 to replace |" in lines
+    assert "_Truncated to stay within the comment limit: details of " in comment

@@ -2,7 +2,8 @@
 
 The base commit holds a ~200 MB training set (300,000 examples); the working tree removes 10,000 of them, changes
 the answer of 10,000 others and appends 20,000. The plan must report exactly those counts, streaming both versions
-(the base one from git) in bounded memory.
+(the base one from git) in bounded memory. The model tunes on the local target, so every token of the new version
+is counted exactly with SmolLM2's tokenizer (in batches): most of the time goes there.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def test_200_mb_dataset_change_answers_in_seconds_within_the_limit(tmp_path: Pat
     assert len(markdown) < COMMENT_LIMIT
     assert "+20,000 added, -10,000 removed, 10,000 changed; 300,000 -> 310,000 examples" in markdown
     assert "| `big-router` | re-tuned |" in markdown
-    # "In seconds" on 2 shared CPU cores: measured ~10 s; the bound leaves room for a busy machine.
-    assert elapsed < 60
+    # On 2 shared CPU cores: measured 27-34 s with exact counts (7-10 s when tokens were only estimated); the bound
+    # leaves room for a busy machine.
+    assert elapsed < 120
     assert 0 < peak_mb < 256

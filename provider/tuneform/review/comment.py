@@ -100,7 +100,9 @@ def _violation(event: dict[str, Any], stack: str) -> Failure:
     return Failure("policy", where, text, model)
 
 
-def read_preview(stack: str, target: str, status: str, events: Iterable[str], note: str = "") -> PreviewResult:
+def read_preview(
+    stack: str, target: str, status: str, events: Iterable[str], *, note: str = "", stderr: str = ""
+) -> PreviewResult:
     """Summarise one stack's streaming ``pulumi preview --json`` events.
 
     Args:
@@ -109,6 +111,8 @@ def read_preview(stack: str, target: str, status: str, events: Iterable[str], no
         status: ``passed`` or ``failed`` (the command's exit status), or ``skipped``.
         events: The output lines, one JSON engine event each (other lines are ignored).
         note: Why the preview was skipped, or anything else to say about it.
+        stderr: What the command wrote to stderr: the error of a preview that failed before the engine ran
+            (a wrong passphrase, a missing stack), which no event carries.
 
     Returns:
         The summary.
@@ -148,6 +152,9 @@ def read_preview(stack: str, target: str, status: str, events: Iterable[str], no
             changes = {
                 str(k): int(v) for k, v in (event["summaryEvent"].get("resourceChanges") or {}).items() if k != "same"
             }
+    if status == "failed" and not errors and not violations:
+        said = [line.strip() for line in stderr.splitlines() if line.strip()]
+        errors = [" ".join(said[-3:]).removeprefix("error: ")] if said else []
     return PreviewResult(
         stack, target, status, note, changes, tuple(steps), tuple(violations), tuple(advisories), tuple(errors)
     )
@@ -305,7 +312,10 @@ def build_comment(
             parts.append(f"{other} other failure{'s' if other != 1 else ''}")
         headline = f"## ❌ tuneform: {', '.join(parts)}"
     else:
-        checked = f"{len(ran)} stack{'s' if len(ran) != 1 else ''} previewed with the policy pack"
+        if ran:
+            checked = f"{len(ran)} stack{'s' if len(ran) != 1 else ''} previewed with the policy pack"
+        else:
+            checked = "no stack previewed (see Previews)"
         headline = f"## ✅ tuneform: validation passed, {checked}"
     head = [MARKER, headline, ""]
     if failures:
@@ -386,7 +396,8 @@ def comment_from_work_dir(work: Path, repo: Path) -> tuple[str, bool]:
                 _read(directory / f"{stack}.target").strip() or "?",
                 _read(status_file).strip(),
                 events,
-                _read(directory / f"{stack}.note").strip(),
+                note=_read(directory / f"{stack}.note").strip(),
+                stderr=_read(directory / f"{stack}.err"),
             )
         )
     notes = [line for line in _read(work / "notes").splitlines() if line.strip()]

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tuneform.datasets.tokens import ESTIMATE_METHOD, TokenCounting, TokenizerUnavailable, estimate_line_tokens
+from tuneform.datasets.tokens import ESTIMATE_METHOD, TokenCounting, TokenTally
 
 __all__ = ["DatasetDiff", "Sample", "diff_dataset", "example_tokens", "to_gemini"]
 
@@ -105,16 +105,6 @@ def to_gemini(example: dict[str, Any], format: str) -> dict[str, Any]:
     return converted
 
 
-def _tokens(converted: dict[str, Any], canonical: bytes, counting: TokenCounting | None) -> int:
-    try:
-        if counting is None:
-            return estimate_line_tokens(canonical, converted)
-        return counting.example_tokens(converted, canonical)
-    except (KeyError, TypeError, AttributeError, TokenizerUnavailable):
-        # A line that is not an example (`tuneform validate` reports it), or no tokenizer here: no tokens.
-        return 0
-
-
 def example_tokens(example: dict[str, Any], format: str, counting: TokenCounting | None = None) -> int:
     """Tokens of one (valid) example, as ``check_dataset`` counts them (``tuneform.datasets.tokens``).
 
@@ -126,16 +116,18 @@ def example_tokens(example: dict[str, Any], format: str, counting: TokenCounting
     Returns:
         The count; 0 for a line whose shape is not an example (``tuneform validate`` reports those).
     """
-    converted = to_gemini(example, format)
-    return _tokens(converted, _canonical(converted), counting)
+    tally = TokenTally(counting)
+    tally.add(to_gemini(example, format))
+    return tally.total
 
 
-def _line_tokens(raw: bytes, format: str, counting: TokenCounting | None) -> int:
+def _count_line(raw: bytes, format: str, tally: TokenTally) -> None:
     try:
         example = json.loads(raw)
     except ValueError:
-        return 0
-    return example_tokens(example, format, counting) if isinstance(example, dict) else 0
+        return
+    if isinstance(example, dict):
+        tally.add(to_gemini(example, format))
 
 
 def _canonical(value: Any) -> bytes:
@@ -159,22 +151,21 @@ class Sample:
 class _Line:
     canonical: bytes
     prompt: bytes
-    tokens: int
     sample: Sample | None
 
 
-def _parse(raw: bytes, format: str, keep_sample: bool, counting: TokenCounting | None) -> _Line:
+def _parse(raw: bytes, format: str, keep_sample: bool, tally: TokenTally) -> _Line:
     try:
         example = json.loads(raw)
     except ValueError:
         # Not JSON: `tuneform validate` reports it; here it counts as content without tokens.
         sample = Sample(_clip(raw.decode("utf-8", "replace")), "") if keep_sample else None
-        return _Line(_digest(raw), _digest(raw), 0, sample)
+        return _Line(_digest(raw), _digest(raw), sample)
     if not isinstance(example, dict):
-        return _Line(_digest(_canonical(example)), _digest(_canonical(example)), 0, None)
+        return _Line(_digest(_canonical(example)), _digest(_canonical(example)), None)
     converted = to_gemini(example, format)
     canonical = _canonical(converted)
-    tokens = _tokens(converted, canonical, counting)
+    tally.add(converted, canonical)
     turns = [t for t in converted.get("contents") or [] if isinstance(t, dict)]
     # Everything but the final answer identifies "the same question" across versions.
     answered = bool(turns) and turns[-1].get("role") == "model"
@@ -183,7 +174,7 @@ def _parse(raw: bytes, format: str, keep_sample: bool, counting: TokenCounting |
     if keep_sample:
         asks = [t for t in (turns[:-1] if answered else turns) if t.get("role") == "user"]
         sample = Sample(_clip(_turn_text(asks[-1]) if asks else ""), _clip(_turn_text(turns[-1]) if answered else ""))
-    return _Line(_digest(canonical), _digest(_canonical(prompt)), tokens, sample)
+    return _Line(_digest(canonical), _digest(_canonical(prompt)), sample)
 
 
 def _turn_text(turn: dict[str, Any]) -> str:
@@ -304,7 +295,9 @@ def diff_dataset(
                 order_before.update(digest)
                 examples_before += 1
     added: list[_Line] = []
-    examples_after = tokens_after = tokens_common = 0
+    examples_after = 0
+    # Tokens of the lines both versions share, of the new version's other lines, and of the old one's removed lines.
+    common, fresh, gone_tally = TokenTally(counting), TokenTally(counting), TokenTally(counting)
     if new is not None:
         say(f"{name}: hashing and counting the new version")
         for raw in _lines(new):
@@ -316,12 +309,9 @@ def diff_dataset(
             order_after.update(digest)
             if remaining[digest] > 0:
                 remaining[digest] -= 1
-                tokens_common += _line_tokens(stripped, format, counting)
+                _count_line(stripped, format, common)
             else:
-                line = _parse(stripped, format, len(added) < _KEEP_EXCERPTS, counting)
-                added.append(line)
-                tokens_after += line.tokens
-    tokens_after += tokens_common
+                added.append(_parse(stripped, format, len(added) < _KEEP_EXCERPTS, fresh))
     leftover = +remaining
     removed: list[_Line] = []
     if old is not None and leftover:
@@ -333,8 +323,10 @@ def diff_dataset(
             digest = _digest(stripped)
             if leftover[digest] > 0:
                 leftover[digest] -= 1
-                removed.append(_parse(stripped, format, len(removed) < _KEEP_EXCERPTS, counting))
-    tokens_before = tokens_common + sum(line.tokens for line in removed)
+                removed.append(_parse(stripped, format, len(removed) < _KEEP_EXCERPTS, gone_tally))
+    tokens_common = common.total
+    tokens_before = tokens_common + gone_tally.total
+    tokens_after = tokens_common + fresh.total
     reformatted, changed, pairs, gone, new_lines = _pair(removed, added, samples)
     return DatasetDiff(
         examples_before=examples_before,

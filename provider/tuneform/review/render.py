@@ -276,20 +276,18 @@ def render_change_markdown(plan: ChangePlan, *, budget: int = DEFAULT_BUDGET, co
             table = [f"#### {target} target", ""]
             if source:
                 table += [f"_{_cell(source)}_", ""]
+            # The serving version's evaluation, where the stack's state has one.
+            serving = any(evaluation_text(c) for c in changed)
             table += [
-                "| Model | Change | Version | Training tokens | Estimated cost | Serving now |",
-                "|---|---|---|---:|---|---|",
+                "| Model | Change | Version | Training tokens | Estimated cost |"
+                + (" Serving now |" if serving else ""),
+                "|---|---|---|---:|---|" + ("---|" if serving else ""),
             ]
             pieces.append(("\n".join(table), None))
             for c in changed:
-                cells = [
-                    f"`{c.name}`",
-                    c.status,
-                    _version(c),
-                    _tokens(c.training_tokens),
-                    _cell(c.cost_text),
-                    _cell(evaluation_text(c)) or "-",
-                ]
+                cells = [f"`{c.name}`", c.status, _version(c), _tokens(c.training_tokens), _cell(c.cost_text)]
+                if serving:
+                    cells.append(_cell(evaluation_text(c)) or "-")
                 row = "| " + " | ".join(cells) + " |"
                 pieces.append((row, c.name))
             pieces.append(("", None))
