@@ -210,8 +210,7 @@ def test_pr_review_comment_names_exactly_the_changes(tmp_path: Path) -> None:
         f"**{router_vertex * 5:,}** training tokens ({ESTIMATE}), estimated cost **$0.00 + 1 model of unknown cost**",
         f"- **all targets**: {local_total + router_vertex * 5:,} training tokens, estimated cost $0.00 + 1 model of "
         "unknown cost",
-        f"| `extractor` | re-tuned | unknown → current + 1 | {extractor_after * 2:,} | $0.00 (runs on this machine) "
-        "|",
+        f"| `extractor` | re-tuned | unknown → current + 1 | {extractor_after * 2:,} | $0.00 (runs on this machine) |",
         f"| `router` | re-tuned | unknown → current + 1 | {router_local * 5:,} | $0.00 (runs on this machine) |",
         f"| `summarizer` | created | unknown → v1 | {summarizer_tokens * 3:,} | $0.00 (runs on this machine) |",
         f"| `router` | re-tuned | unknown → current + 1 | {router_vertex * 5:,} | unknown: price unconfirmed |",
@@ -547,26 +546,31 @@ def test_dataset_diff_tokens_equal_the_checker(tmp_path: Path, format: str, make
 # --- Size of the comment ------------------------------------------------------------------------------------------
 
 
-def test_markdown_stays_under_the_comment_limit_with_thousands_of_models() -> None:
-    changes = tuple(
+def many_changes(count: int, target: Any, status: Any, cost: float | None, cost_text: str) -> tuple[ModelChange, ...]:
+    """``count`` models of one target that all change the same way, each on 1,000 training tokens."""
+    return tuple(
         ModelChange(
             name=f"model-{i:05d}",
-            target="local",
-            status="created",
+            target=target,
+            status=status,
             source=f"tuning_specs/model-{i:05d}.yaml:4",
-            base_model="smollm2-135m-instruct",
+            base_model="smollm2-135m-instruct" if target == "local" else "gemini-3.5-flash",
             reasons=(),
             updates=(),
             datasets=(),
-            epochs_text="3 (default)",
+            epochs_text="3",
             training_tokens=1000,
-            cost=0.0,
-            cost_text="$0.00 (runs on this machine)",
-            current_version="none",
-            new_version="1",
+            cost=cost,
+            cost_text=cost_text,
+            current_version="none" if status == "created" else "3",
+            new_version="1" if status == "created" else "4",
         )
-        for i in range(5000)
+        for i in range(count)
     )
+
+
+def test_markdown_stays_under_the_comment_limit_with_thousands_of_models() -> None:
+    changes = many_changes(5000, "local", "created", 0.0, "$0.00 (runs on this machine)")
     plan = ChangePlan("origin/main", "0" * 40, ("local",), changes, {"local": TargetTotals(5_000_000, 0.0, 0)})
     markdown = render_change_markdown(plan)
     assert len(markdown) <= 60_000 < COMMENT_LIMIT
@@ -745,6 +749,7 @@ def test_versions_from_a_file_backend_without_the_cli(
 
 def test_unreachable_state_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = scenario_repo(tmp_path)
+    (repo / "Pulumi.yaml").write_text("name: review-test\nstackConfigDir: stacks\n")
     (repo / "stacks").mkdir()
     (repo / "stacks" / "Pulumi.prod.yaml").write_text("config:\n  tuneform:target: vertex\n")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
@@ -822,25 +827,7 @@ def test_preview_events_become_failures_steps_and_counts() -> None:
 def test_a_huge_review_stays_under_githubs_limit_with_failures_first() -> None:
     from tuneform.review.comment import MARKER, Failure, PreviewResult, build_comment
 
-    changes = tuple(
-        ModelChange(
-            name=f"model-{i:05d}",
-            target="vertex",
-            status="re-tuned",
-            source=f"tuning_specs/model-{i:05d}.yaml:4",
-            base_model="gemini-3.5-flash",
-            reasons=(),
-            updates=(),
-            datasets=(),
-            epochs_text="3",
-            training_tokens=1000,
-            cost=None,
-            cost_text="unknown: price unconfirmed",
-            current_version="3",
-            new_version="4",
-        )
-        for i in range(3000)
-    )
+    changes = many_changes(3000, "vertex", "re-tuned", None, "unknown: price unconfirmed")
     plan = ChangePlan("origin/main", "0" * 40, ("vertex",), changes, {"vertex": TargetTotals(3_000_000, 0.0, 3000)})
     violations = tuple(
         Failure(
@@ -870,3 +857,20 @@ def test_a_huge_review_stays_under_githubs_limit_with_failures_first() -> None:
     assert comment.index("### tuneform plan") < comment.index("#### Previews")
     assert "| `prod` | vertex | **failed**: 3000 policy violations | 3000 to replace |" in lines
     assert "_Truncated to stay within the comment limit: details of " in comment
+
+
+def test_a_stacks_own_training_price_is_the_plans_price_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tuneform:trainingPrices` prices the preview's runs; the review of that stack prices them the same way."""
+    repo = scenario_repo(tmp_path)
+    (repo / "Pulumi.yaml").write_text("name: review-test\nstackConfigDir: stacks\n")
+    (repo / "stacks").mkdir()
+    (repo / "stacks" / "Pulumi.prod.yaml").write_text(
+        "config:\n  tuneform:target: vertex\n  tuneform:trainingPrices: {gemini-3.5-flash: 2.5}\n"
+    )
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.delenv("PULUMI_BACKEND_URL", raising=False)
+    _, tokens = tokens_of(repo / "tuning_specs/datasets/router/train.jsonl", "gemini", "vertex")
+    plan = build_change_plan(repo, "HEAD~1", targets=("vertex",), stacks=["prod"])
+    router = next(c for c in plan.changes if c.name == "router")
+    cost = round(tokens * 5 * 2.5 / 1_000_000, 2)
+    assert (router.cost, router.cost_text) == (cost, f"${cost:,.2f} (the stack's trainingPrices)")

@@ -333,11 +333,16 @@ def tokenizer_counter(model_dir_or_gguf: str | Path) -> TokenCounter:
     return TokenCounter(lambda text: len(tokenizer.encode(text, add_special_tokens=False)), name)
 
 
-def _texts(turn: Any) -> str:
+def turn_texts(turn: Any) -> list[str]:
+    """The text parts of one converted turn (or system instruction), in order; none for anything else."""
     parts = turn.get("parts") if isinstance(turn, dict) else None
     if not isinstance(parts, list):
-        return ""
-    return "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return []
+    return [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
+
+
+def _texts(turn: Any) -> str:
+    return "".join(turn_texts(turn))
 
 
 @dataclass(frozen=True)

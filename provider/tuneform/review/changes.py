@@ -38,6 +38,7 @@ from tuneform.spec.errors import SpecErrors
 from tuneform.spec.loader import SPEC_DIR, find_spec_files, load_specs
 from tuneform.spec.model import TARGETS, ResolvedSpec, Target, TunedModelDocument
 from tuneform.spec.plan import estimate_run
+from tuneform.spec.stack import read_stack as read_stack_settings
 
 __all__ = [
     "STATUSES",
@@ -279,6 +280,12 @@ class _Planner:
         self.say = say
         self.samples = samples
         self.states = states
+        # The prices a reviewed stack states (tuneform:trainingPrices), which its preview's cost uses too.
+        self.prices: dict[str, dict[str, float]] = {}
+        for target, state in states.items():
+            prices = read_stack_settings(repo, state.stack).get("trainingPrices")
+            if isinstance(prices, dict):
+                self.prices[target] = {str(k): float(v) for k, v in prices.items() if isinstance(v, int | float)}
         self._diffs: dict[tuple[str | None, str | None, str, str], DatasetDiff | None] = {}
         self._registry: Any = None
         registry_root = repo / ".tuneform"
@@ -454,7 +461,7 @@ class _Planner:
                 per_epoch, tokens_note = None, f"tokens not counted: {counting.missing}"
             elif per_epoch is None:
                 tokens_note = "tokens unknown: the training set is not in the repository"
-            run = estimate_run(new, per_epoch)
+            run = estimate_run(new, per_epoch, stack_price=self.prices.get(target, {}).get(new.base_model))
             tokens, cost, cost_text, epochs_text = run.training_tokens, run.cost, run.cost_text, run.epochs_text
         promote = spec.endpoint.promote or {}
         return ModelChange(

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tuneform.datasets.tokens import ESTIMATE_METHOD, TokenCounting, TokenTally
+from tuneform.datasets.tokens import ESTIMATE_METHOD, TokenCounting, TokenTally, turn_texts
 
 __all__ = ["DatasetDiff", "Sample", "diff_dataset", "example_tokens", "to_gemini"]
 
@@ -178,10 +178,7 @@ def _parse(raw: bytes, format: str, keep_sample: bool, tally: TokenTally) -> _Li
 
 
 def _turn_text(turn: dict[str, Any]) -> str:
-    parts = turn.get("parts")
-    if not isinstance(parts, list):
-        return ""
-    return " ".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return " ".join(turn_texts(turn))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from tuneform.spec.stack import read_stack as read_stack_settings
+
 __all__ = ["ModelState", "StackState", "configured_stacks", "read_stack", "stack_target"]
 
 _TUNING_JOB = "pulumi-python:dynamic/tuneform:TuningJob"
@@ -60,14 +62,6 @@ class StackState:
         return self.models is not None
 
 
-def _stack_config_dir(repo: Path) -> Path:
-    try:
-        project = yaml.safe_load((repo / "Pulumi.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        project = {}
-    return repo / str(project.get("stackConfigDir") or ".")
-
-
 def _project_name(repo: Path) -> str:
     try:
         project = yaml.safe_load((repo / "Pulumi.yaml").read_text()) or {}
@@ -80,23 +74,14 @@ def stack_target(repo: Path, stack: str) -> str | None:
     """The target a stack reconciles (its ``tuneform:target``, default ``local``); ``None`` without a config file.
 
     Args:
-        repo: The repository root (holds ``Pulumi.yaml``).
+        repo: The repository root (holds ``Pulumi.yaml``, whose ``stackConfigDir`` says where stack files are).
         stack: The stack name.
 
     Returns:
         ``local``, ``vertex``, or ``None`` when ``Pulumi.<stack>.yaml`` does not exist.
     """
-    # Pulumi.yaml's stackConfigDir, else tuneform's own layout (scripts/pr-review.sh reads stacks/ too).
-    paths = [_stack_config_dir(repo) / f"Pulumi.{stack}.yaml", repo / "stacks" / f"Pulumi.{stack}.yaml"]
-    path = next((p for p in paths if p.is_file()), None)
-    if path is None:
-        return None
-    try:
-        config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
-    value = config.get("tuneform:target", "local")
-    return str(value.get("value") if isinstance(value, dict) else value)
+    settings = read_stack_settings(repo, stack)
+    return str(settings.get("target") or "local") if settings.file else None
 
 
 def configured_stacks(stacks: str | None = None) -> list[str]:

@@ -114,7 +114,12 @@ def _epochs(spec: ResolvedSpec, info: ModelInfo) -> tuple[int, str]:
     return info.estimate_epochs, f"auto (plan assumes {info.estimate_epochs}{note})"
 
 
-def _cost(info: ModelInfo, training_tokens: int | None) -> tuple[float | None, str]:
+def _cost(info: ModelInfo, training_tokens: int | None, stack_price: float | None = None) -> tuple[float | None, str]:
+    if stack_price is not None:
+        if training_tokens is None:
+            return None, "unknown: dataset tokens unknown"
+        cost = round(training_tokens * float(stack_price) / 1_000_000, 2)
+        return cost, f"${cost:,.2f} (the stack's trainingPrices)"
     price = info.price
     if price.value is None:
         return None, PRICE_UNKNOWN
@@ -142,13 +147,15 @@ class RunEstimate:
     price_confirmed: bool
 
 
-def estimate_run(spec: ResolvedSpec, tokens_per_epoch: int | None) -> RunEstimate:
+def estimate_run(spec: ResolvedSpec, tokens_per_epoch: int | None, *, stack_price: float | None = None) -> RunEstimate:
     """Epochs, training tokens and cost of one run of ``spec``: the one estimate every surface shows.
 
     Args:
         spec: The resolved spec (its target decides the epoch default).
         tokens_per_epoch: The training set's tokens, counted by ``counting_for(spec.target, spec.base_model)``;
             ``None`` when unknown (a ``gs://`` dataset, or no tokenizer on this machine).
+        stack_price: USD per 1M training tokens the stack states for this base model (``tuneform:trainingPrices``),
+            which replaces the catalogue's price.
 
     Returns:
         The estimate.
@@ -156,8 +163,9 @@ def estimate_run(spec: ResolvedSpec, tokens_per_epoch: int | None) -> RunEstimat
     info = _info(spec)
     epochs, epochs_text = _epochs(spec, info)
     training_tokens = tokens_per_epoch * epochs if tokens_per_epoch is not None else None
-    cost, cost_text = _cost(info, training_tokens)
-    return RunEstimate(epochs, epochs_text, training_tokens, cost, cost_text, info.price_confirmed)
+    cost, cost_text = _cost(info, training_tokens, stack_price)
+    confirmed = stack_price is not None or info.price_confirmed
+    return RunEstimate(epochs, epochs_text, training_tokens, cost, cost_text, confirmed)
 
 
 def _item(doc: TunedModelDocument, spec: ResolvedSpec, summaries: Mapping[str, SummaryLike]) -> PlanItem:
