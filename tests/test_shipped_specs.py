@@ -43,5 +43,6 @@ def test_preview_refuses_an_invalid_spec_without_a_traceback(pulumi_cli, tmp_pat
     assert "tuning_specs/ticket-router.yaml:" in output
     assert "spec.hyperparameters.epoch" in output and "Did you mean `epochs`?" in output
     assert (
-        "spec.adapterSize: expected one of 1, 2, 4, 8, 16 for gemini-3.1-flash-lite, got 3. Set `adapterSize: 4`." in output
+        "spec.adapterSize: expected one of 1, 2, 4, 8, 16 for gemini-3.1-flash-lite, got 3. "
+        "Set `adapterSize: 4`." in output
     )

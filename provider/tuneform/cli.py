@@ -194,8 +194,32 @@ def _print_problems(problems: Sequence[Any]) -> None:
         print(line, file=sys.stderr)
 
 
+def _print_warnings(docs: Iterable[TunedModelDocument], more: Sequence[Any] = ()) -> None:
+    for warning in dict.fromkeys([*(str(w) for doc in docs for w in doc.warnings), *(str(w) for w in more)]):
+        print(warning, file=sys.stderr)
+
+
+def _stack_rules(docs: Sequence[TunedModelDocument], stack_name: str) -> tuple[list[Any], list[Any]]:
+    """The rules that need the stack (region, CMEK, prices), read from ``stacks/Pulumi.<stack>.yaml``."""
+    from tuneform.spec.stack import read_stack, stack_file, stack_problems
+
+    root = find_repo_root(Path.cwd())
+    stack = read_stack(root, stack_name)
+    if not stack.file:
+        path = display_name(stack_file(root, stack_name))
+        raise _NoSpecDirectory(f"tuneform: expected the stack file {path}, got none. Name an existing stack.")
+    target = str(stack.get("target") or "local")
+    specs = [doc.resolved[target] for doc in docs if target in doc.resolved]
+    return stack_problems(specs, stack)
+
+
 def _validate(args: argparse.Namespace) -> int:
     result = run_validation(_spec_files(args.paths), target=args.target, progress=_stderr)
+    stack_warnings: list[Any] = []
+    if args.stack and result.docs:
+        stack_found, stack_warnings = _stack_rules(result.docs, args.stack)
+        result.problems.extend(stack_found)
+    _print_warnings(result.docs, stack_warnings)
     if result.problems:
         _print_problems(result.problems)
         return EXIT_PROBLEMS
@@ -222,6 +246,7 @@ def _plan(args: argparse.Namespace) -> int:
     except SpecErrors as errors:
         _print_problems(errors.problems)
         return EXIT_PROBLEMS
+    _print_warnings(docs)
     pairs = [(doc, doc.resolved[target]) for doc in docs if target in doc.resolved]
     summaries, problems, notes = _check_datasets(pairs, _stderr)
     if problems:
@@ -237,12 +262,31 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
+    on = catalogue.today()
     for info in catalogue.all_models().values():
         if args.target and info.provider != args.target:
             continue
+        life = info.lifecycle
+        state = life.status(on)
+        if state == "retired" and not args.all:
+            continue
         modes = "/".join(info.modes)
         sizes = ",".join(map(str, info.adapter_sizes)) or "-"
-        print(f"{info.id:<45} {info.provider:<7} modes={modes:<13} adapterSizes={sizes:<16} {info.learning_rate_knob}")
+        if state == "retired":
+            status = f"retired {life.retires}; use {' or '.join(info.current_replacements(on)) or 'another model'}"
+        elif life.retires is not None:
+            later = " or later" if state == "available" else ""
+            status = f"{life.stage or 'GA'}, {state} until {life.retires}{later}"
+        else:
+            status = life.stage or "-"
+        shown = info.regions[:2]
+        regions = ",".join(shown) + (f",+{len(info.regions) - len(shown)}" if len(info.regions) > 2 else "") or "-"
+        print(
+            f"{info.id:<44} {info.provider:<7} modes={modes:<13} adapterSizes={sizes:<13} regions={regions:<26} "
+            f"{status}"
+        )
+    if not args.all:
+        print("(retired models are hidden; --all lists them with their replacements)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -268,6 +312,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=["local", "vertex", "all", "any"],
         default="any",
         help="check for one target, for both (all), or for whichever targets each spec can run on (any, default)",
+    )
+    validate.add_argument(
+        "--stack",
+        metavar="NAME",
+        help="also check what the stack's settings allow (region, CMEK, prices), from stacks/Pulumi.NAME.yaml",
     )
     validate.set_defaults(run=_validate)
 
@@ -296,6 +345,7 @@ def _parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the model catalogue")
     models.add_argument("--target", choices=list(TARGETS), help="only models that run on this target")
+    models.add_argument("--all", action="store_true", help="also list retired models, with their replacements")
     models.set_defaults(run=_models)
 
     schema = commands.add_parser("schema", help="print the tuneform/v1 JSON Schema")

@@ -61,6 +61,7 @@ def prepare(
     *,
     paths: list[Path] | None = None,
     progress: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[PreparedModel]:
     """Load, resolve and check every spec for ``target``; check and convert every local dataset once.
 
@@ -73,6 +74,9 @@ def prepare(
     say = progress or (lambda _line: None)
     files = paths if paths is not None else find_spec_files(repo_root / "tuning_specs")
     documents = load_specs(files, repo_root=repo_root)
+    for document in documents:
+        for warning in document.warnings:
+            (warn or say)(str(warning))
     problems: list[Problem] = []
     resolved: list[ResolvedSpec] = []
     for document in documents:

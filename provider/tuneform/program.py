@@ -7,6 +7,7 @@ and no Python traceback.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -14,12 +15,14 @@ from typing import Any
 
 import pulumi
 
+from tuneform import catalogue
 from tuneform.prepare import PreparedModel, prepare
 from tuneform.resources._provider import BackendSettings
 from tuneform.resources.dataset import Dataset
 from tuneform.resources.endpoint import Endpoint
 from tuneform.resources.model_version import ModelVersion
 from tuneform.resources.tuning_job import TuningJob
+from tuneform.spec.stack import read_stack, stack_problems
 
 DEFAULT_PORT = 8765
 
@@ -39,6 +42,9 @@ class TunedModel(pulumi.ComponentResource):
         spec = prepared.spec
         super().__init__("tuneform:index:TunedModel", spec.name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        info = catalogue.get_model(spec.base_model)
+        # Vertex's open-model tuning reads chat messages with role `assistant`, not Gemini contents (V-oss).
+        upload_format = "messages" if spec.target == "vertex" and info is not None and info.family == "open" else None
 
         def dataset(split: str) -> Dataset | None:
             data = prepared.train if split == "train" else prepared.validation
@@ -55,6 +61,7 @@ class TunedModel(pulumi.ComponentResource):
                 examples=data.examples,
                 tokens=data.tokens,
                 converted_path=data.converted_path,
+                upload_format=upload_format,
                 opts=child,
             )
 
@@ -83,6 +90,8 @@ class TunedModel(pulumi.ComponentResource):
                 "description": spec.description,
                 "labels": spec.labels,
                 "adopt": spec.adopt,
+                "continueFrom": spec.continue_from,
+                "intermediateCheckpoints": spec.intermediate_checkpoints or None,
                 "estimatedTrainingTokens": prepared.training_tokens,
                 "tokenMethod": prepared.train.token_method,
                 "estimatedCost": prepared.estimated_cost,
@@ -131,6 +140,10 @@ class TunedModel(pulumi.ComponentResource):
                 opts=child,
             )
             outputs.update(endpoint=endpoint.url, apiKey=endpoint.apiKey, traffic=endpoint.servedTraffic)
+            if settings.target == "vertex":
+                # project, location and model for google-genai in Vertex mode: tuned 3.x models are served from the
+                # `us`/`eu` multi-region endpoint, not from the tuning region.
+                outputs["genai"] = endpoint.client
             if spec.endpoint.promote:
                 outputs["promotion"] = endpoint.promotion
         self.outputs = outputs
@@ -182,13 +195,17 @@ def _hyperparameters(spec: Any, prepared: PreparedModel) -> dict[str, Any]:
 
 def settings_from_config(config: pulumi.Config, repo_root: Path) -> BackendSettings:
     target = config.get("target") or "local"
+    # A URL for every location, or {location: URL} (the emulator serves each location on a port of its own).
+    raw = config.get("apiEndpoint") or ""
+    endpoint: Any = json.loads(raw) if raw.lstrip().startswith("{") else raw
     return BackendSettings(
         target=target,
         repo_root=str(repo_root),
         project=config.get("project") or pulumi.Config("gcp").get("project") or "",
         region=config.get("region") or pulumi.Config("gcp").get("region") or "",
         bucket=config.get("bucket") or "",
-        api_endpoint=config.get("apiEndpoint") or "",
+        api_endpoint=endpoint if isinstance(endpoint, str) else "",
+        api_endpoints=dict(endpoint) if isinstance(endpoint, dict) else {},
         storage_endpoint=config.get("storageEndpoint") or "",
         service_account=config.get("serviceAccount") or "",
         kms_key_name=config.get("kmsKeyName") or "",
@@ -197,6 +214,8 @@ def settings_from_config(config: pulumi.Config, repo_root: Path) -> BackendSetti
             "keepVersions": config.get_int("keepVersions") or 5,
             # [first, longest] seconds between status polls of a remote tuning job (the emulator stack uses tenths).
             "poll": config.get_object("pollSeconds") or [10.0, 300.0],
+            # [first back-off, give up after] seconds for Vertex answers 429/503/504.
+            "retry": config.get_object("retrySeconds") or [1.0, 600.0],
         },
     )
 
@@ -207,11 +226,26 @@ def main() -> None:
     config = pulumi.Config("tuneform")
     repo_root = Path(os.getcwd()).resolve()
     settings = settings_from_config(config, repo_root)
+    stack = read_stack(repo_root, pulumi.get_stack()).with_values(
+        {
+            "region": settings.region or None,
+            "kmsKeyName": settings.kms_key_name or None,
+            "trainingPrices": config.get_object("trainingPrices"),
+        }
+    )
     try:
-        prepared = prepare(repo_root, settings.target, progress=pulumi.log.info)
+        prepared = prepare(repo_root, settings.target, progress=pulumi.log.info, warn=pulumi.log.warn)
+        problems, warnings = stack_problems([model.spec for model in prepared], stack)
+        for warning in warnings:
+            pulumi.log.warn(str(warning))
+        if problems:
+            raise SpecErrors(problems)
     except SpecErrors as errors:
         # RunError prints the message without a Python traceback: the problems are the user's to fix.
         raise pulumi.RunError(str(errors)) from None
+    prepared = [_priced(model, stack.get("trainingPrices") or {}) for model in prepared]
+    if settings.target == "vertex" and pulumi.runtime.is_dry_run():
+        _ask_whether_offered(settings, prepared)
     storage: list[pulumi.Resource] = []
     if settings.target == "vertex":
         settings, storage = _vertex_storage(config, settings)
@@ -229,6 +263,36 @@ def main() -> None:
             opts=pulumi.ResourceOptions(depends_on=storage),
         )
         pulumi.export(model.spec.name, tuned.outputs)
+
+
+def _priced(model: PreparedModel, prices: dict[str, Any]) -> PreparedModel:
+    """The stack's own price for the model (``tuneform:trainingPrices``, USD per 1M training tokens) where it has one.
+
+    Google's per-model tuning prices are in no source tuneform could confirm, so a team states what it pays.
+    """
+    price = prices.get(model.spec.base_model)
+    if price is None or not model.training_tokens:
+        return model
+    return replace(model, estimated_cost=round(model.training_tokens / 1_000_000 * float(price), 2))
+
+
+def _ask_whether_offered(settings: BackendSettings, prepared: list[PreparedModel]) -> None:
+    """At preview, where credentials allow, ask Vertex whether each base model is still offered; never required."""
+    from tuneform.backends.vertex import VertexBackend
+
+    try:
+        backend = VertexBackend.from_settings(settings)
+    except Exception:  # noqa: BLE001 - settings problems are reported by the resources; this check is a courtesy
+        return
+    for base_model in sorted({model.spec.base_model for model in prepared}):
+        offered = backend.base_model_offered(base_model)
+        if offered is False:
+            pulumi.log.warn(
+                f"Vertex AI says {base_model} is not offered to this project in {settings.region} (Model Garden "
+                "answered 404): a tuning job for it would be refused. See `tuneform models` for current models."
+            )
+        elif offered is None:
+            pulumi.log.info(f"could not ask Vertex AI whether {base_model} is still offered (no credentials?)")
 
 
 def _vertex_storage(config: pulumi.Config, settings: BackendSettings) -> tuple[BackendSettings, list[pulumi.Resource]]:

@@ -826,7 +826,7 @@ class VertexEmulator:
             out["startTime"] = stamp(start)
         if end is not None:
             out["endTime"] = stamp(end)
-        if start is not None and state != "JOB_STATE_CANCELLED":
+        if start is not None and state != "JOB_STATE_CANCELLED":  # E17
             out["tuningDataStats"] = {
                 "supervisedTuningDataStats": job.outcome.data_stats
                 or {"tuningDatasetExampleCount": "120", "totalBillableTokenCount": "48000", "tuningStepCount": "30"}

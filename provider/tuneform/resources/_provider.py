@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,37 @@ def unwrap_pickler_patch() -> None:
         pickle._Pickler._batch_setitems = method  # type: ignore[attr-defined]
 
 
+class _ExpectedErrors:
+    """Stands in for the ``traceback`` module inside Pulumi's dynamic provider server (see ``show_backend_errors``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(traceback, name)
+
+    @staticmethod
+    def format_exc(*args: Any, **kwargs: Any) -> str:
+        from tuneform.backends.base import BackendError
+
+        error = sys.exc_info()[1]
+        if isinstance(error, BackendError):
+            return str(error)
+        return traceback.format_exc(*args, **kwargs)
+
+
+def show_backend_errors() -> None:
+    """Let a backend's refusal (a failed job, a refused request) reach the user as its message, not a traceback.
+
+    Pulumi's dynamic provider server (``python -m pulumi.dynamic``, so ``__main__`` in the provider process) answers
+    every exception with ``traceback.format_exc()``. A ``BackendError`` is tuneform telling the user what went
+    wrong and what to do; any other exception is a bug, and keeps its traceback. Called when this module is first
+    imported, which in the provider process happens while Pulumi unpickles a tuneform provider.
+    """
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "DynamicResourceProviderServicer", None) is None:
+        return
+    if hasattr(main, "traceback") and not isinstance(getattr(main, "traceback"), _ExpectedErrors):  # noqa: B009
+        setattr(main, "traceback", _ExpectedErrors())  # noqa: B010 - a module attribute mypy cannot know
+
+
 def build_backend(settings: BackendSettings) -> Backend:
     """Build the target's backend; called inside provider methods, in the provider process."""
     if settings.target == "local":
@@ -108,3 +140,6 @@ def diff_inputs(
     changed = bool(replaces or updates or force_update)
     # Create the replacement before deleting the old one: the last good version keeps serving until the new one exists.
     return DiffResult(changes=changed, replaces=replaces, delete_before_replace=False)
+
+
+show_backend_errors()

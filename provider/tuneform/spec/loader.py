@@ -514,16 +514,18 @@ def _resolve_target(ctx: _Context, metadata: dict[str, Any]) -> ResolvedSpec | N
         )
     continue_from = _continuation_rules(ctx, info)
     checkpoints = bool(ctx.merged.get("intermediateCheckpoints", False))
-    if "intermediateCheckpoints" in ctx.merged and (ctx.target != "vertex" or info.family != "gemini"):
-        where = (
-            "the local target (it keeps a checkpoint per epoch to resume from)"
-            if ctx.target == "local"
-            else (f"{info.id} (open-model jobs write their checkpoints under outputUri)")
-        )
+    if "intermediateCheckpoints" in ctx.merged and ctx.target == "local":
         ctx.report(
             ("intermediateCheckpoints",),
-            f"expected no intermediateCheckpoints on {where}, got {yaml_inline(checkpoints)}. Remove it, or move it "
-            "under `targets: {vertex: ...}` for a Gemini model.",
+            "expected no intermediateCheckpoints on the local target (it keeps a checkpoint per epoch to resume "
+            f"from), got {yaml_inline(checkpoints)}. Move it under `targets: {{vertex: {{intermediateCheckpoints: "
+            f"{yaml_inline(checkpoints)}}}}}`.",
+        )
+    elif "intermediateCheckpoints" in ctx.merged and info.family != "gemini":
+        ctx.report(
+            ("intermediateCheckpoints",),
+            f"expected no intermediateCheckpoints for {info.id} (an open-model job writes up to 10 checkpoints under "
+            f"its outputUri anyway), got {yaml_inline(checkpoints)}. Remove `intermediateCheckpoints`.",
         )
     if len(ctx.problems) > before:
         return None

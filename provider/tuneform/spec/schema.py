@@ -328,6 +328,11 @@ def _translate(doc: SourceDocument, error: Any) -> list[Problem]:
             f"expected a tuning job resource name projects/<project>/locations/<region>/tuningJobs/<id>, "
             f"got {got(value)}. Copy the job's full `name` from `gcloud ai tuning-jobs list` or the console."
         )
+    elif keyword == "pattern" and key == "continueFrom":
+        message = (
+            f"expected `previous` or a tuned model's resource name projects/<project>/locations/<region>/models/<id>"
+            f"[@<version>], got {got(value)}. Write `continueFrom: previous` to continue this model's newest version."
+        )
     elif keyword == "minLength" and value == "":
         message = f"expected a non-empty value, got an empty string.{_fix(key, sub, value)}"
     elif keyword == "maxLength":

@@ -165,4 +165,4 @@ def stack_problems(specs: list[ResolvedSpec], stack: StackSettings) -> tuple[lis
                         f"`tuneform:region: {location}`.",
                     )
                 )
-    return problems, warnings
+    return sorted(problems), sorted(warnings)

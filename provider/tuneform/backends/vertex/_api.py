@@ -11,6 +11,7 @@ Google Cloud modules are imported inside functions: providers import the backend
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -65,6 +66,30 @@ def location_of(name: str) -> str:
     if len(parts) < 4 or parts[2] != "locations":
         raise BackendError(f"not a Vertex AI resource name: {name!r}")
     return parts[3]
+
+
+def api_errors(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Turn what Google's clients raise into a ``BackendError`` that names the operation, for the user to read."""
+
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> T:
+            from google.api_core import exceptions
+            from google.auth import exceptions as auth_exceptions
+
+            try:
+                return fn(*args, **kwargs)
+            except exceptions.GoogleAPICallError as e:
+                raise BackendError(f"vertex: {what} failed: {e.message}") from None
+            except auth_exceptions.DefaultCredentialsError:
+                raise BackendError(
+                    f"vertex: {what} needs Google credentials and found none: run `gcloud auth application-default "
+                    "login`, or give CI a workload identity (see the README's Vertex AI section)"
+                ) from None
+
+        return inner
+
+    return wrap
 
 
 def stderr(line: str) -> None:

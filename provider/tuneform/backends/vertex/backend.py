@@ -44,6 +44,7 @@ from tuneform.backends.vertex._api import (
     VERSION_LABEL,
     Hosts,
     Retry,
+    api_errors,
     label_value,
     location_of,
     short,
@@ -146,6 +147,7 @@ class VertexBackend:
                 + "; set it with `pulumi config set tuneform:<key> <value>`"
             )
         poll = settings.extra.get("poll") or (10.0, 300.0)
+        retry = settings.extra.get("retry") or (1.0, 600.0)
         endpoints = dict(settings.api_endpoints)
         if settings.api_endpoint:
             endpoints.setdefault("*", settings.api_endpoint)
@@ -159,6 +161,8 @@ class VertexBackend:
             kms_key_name=settings.kms_key_name or None,
             deadline_seconds=float(settings.deadline_seconds or 12 * 3600),
             poll=(float(poll[0]), float(poll[1])),
+            retry_initial=float(retry[0]),
+            retry_timeout=float(retry[1]),
         )
 
     @property
@@ -178,6 +182,7 @@ class VertexBackend:
         """Upload a converted dataset to ``gs://<bucket>/datasets/`` unless it is there (see ``DatasetStore``)."""
         return self.store.store(converted_path, sha256, examples, tokens, upload_format)
 
+    @api_errors("reading a dataset object")
     def dataset_present(self, artifact: DatasetArtifact) -> bool:
         return self.store.present(artifact)
 
@@ -358,16 +363,20 @@ class VertexBackend:
         from google.api_core import exceptions
         from google.cloud import aiplatform_v1beta1
 
+        def listing(request: aiplatform_v1beta1.ListTuningJobsRequest) -> list[aiplatform_v1beta1.TuningJob]:
+            # Every page is fetched inside the retry: the pager asks for the next page lazily.
+            return self.retry.call(lambda: list(client.list_tuning_jobs(request=request)))
+
         jobs: list[aiplatform_v1beta1.TuningJob] = []
         if self._label_filters:
             request = aiplatform_v1beta1.ListTuningJobsRequest(parent=self.parent, filter=f'labels.{label}="{value}"')
             try:
-                jobs = list(client.list_tuning_jobs(request=request))
+                jobs = listing(request)
             except exceptions.BadRequest:  # INVALID_ARGUMENT arrives over REST as a plain 400
                 # The tuning API documents no filter fields (P-genai-tuning): list everything and filter here.
                 self._label_filters = False
         if not self._label_filters:
-            jobs = list(client.list_tuning_jobs(request=aiplatform_v1beta1.ListTuningJobsRequest(parent=self.parent)))
+            jobs = listing(aiplatform_v1beta1.ListTuningJobsRequest(parent=self.parent))
         # Checked here even when the service filtered: a service that ignored the filter must not make us adopt.
         jobs = [j for j in jobs if j.labels.get(label) == value]
         return sorted(jobs, key=lambda j: j.create_time, reverse=True)
@@ -449,6 +458,7 @@ class VertexBackend:
             reused=reused,
         )
 
+    @api_errors("reading a tuning job")
     def tuning_status(self, job_id: str) -> TuningOutcome | None:
         """Current view of a job (for ``pulumi refresh``); ``None`` when the API does not know it."""
         from google.api_core import exceptions
@@ -459,6 +469,7 @@ class VertexBackend:
             return None
         return self._outcome(job, reused=False)
 
+    @api_errors("cancelling a tuning job")
     def cancel(self, job_id: str) -> None:
         """Cancel a job that has not ended; a finished job is history (the API cannot delete it) and is left."""
         from google.api_core import exceptions
@@ -480,6 +491,7 @@ class VertexBackend:
             return
         stderr(f"vertex: cancellation of {job_id} requested (was {short(state)})")
 
+    @api_errors("updating a tuned model's labels and description")
     def update_metadata(self, job_id: str, description: str, labels: dict[str, str]) -> None:
         """Apply a new description and labels to the job's tuned model and its version.
 
@@ -505,6 +517,7 @@ class VertexBackend:
             return job
         return None
 
+    @api_errors("deleting a tuned model version")
     def delete_version(self, model: str, version: int) -> None:
         """Delete one tuned version (``retain: false``): every endpoint it is deployed to, then the version.
 
@@ -528,6 +541,7 @@ class VertexBackend:
 
     # ---- endpoints -------------------------------------------------------------------------------------------
 
+    @api_errors("finding a tuned version's endpoint")
     def deploy(self, request: EndpointRequest, existing: str | None, progress: Progress) -> EndpointState:
         """Return the endpoint Vertex deployed the requested version to when tuning it.
 
@@ -556,6 +570,7 @@ class VertexBackend:
             raise BackendError(f"{request.name}: endpoint {endpoint} of version {version} no longer exists")
         return state
 
+    @api_errors("reading an endpoint")
     def endpoint_status(self, endpoint_id: str) -> EndpointState | None:
         """Deployed versions and traffic of an endpoint; ``None`` when it no longer exists."""
         return self.registry.endpoint_state(endpoint_id, {"project": self.project})
