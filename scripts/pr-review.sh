@@ -55,7 +55,12 @@ mkdir "$work/previews"
 note() { echo "$*" >>"$work/notes"; }
 
 read -r -a stacks <<<"$stacks_given"
-((${#stacks[@]})) || note "No stacks are configured for review (the TUNEFORM_STACKS variable), so nothing was previewed with the policy pack and current versions come from no stack's state."
+if [[ "${PR_FROM_FORK:-}" == true ]]; then
+    # GitHub passes neither secrets nor variables to a fork's pull request: no stacks, no backend, no passphrase.
+    note "This pull request comes from a fork, and GitHub gives such runs no secrets or variables: it is validated and planned, but no stack was previewed and current versions are unknown."
+elif ((${#stacks[@]} == 0)); then
+    note "No stacks are configured for review (the TUNEFORM_STACKS variable), so nothing was previewed with the policy pack and current versions come from no stack's state."
+fi
 
 # What decides whether the previews can run, settled before the engine's environment fills in local defaults.
 preview_blocker=""

@@ -874,3 +874,27 @@ def test_a_stacks_own_training_price_is_the_plans_price_too(tmp_path: Path, monk
     router = next(c for c in plan.changes if c.name == "router")
     cost = round(tokens * 5 * 2.5 / 1_000_000, 2)
     assert (router.cost, router.cost_text) == (cost, f"${cost:,.2f} (the stack's trainingPrices)")
+
+
+def test_a_fork_pull_request_is_planned_and_says_why_nothing_was_previewed(tmp_path: Path) -> None:
+    """What GitHub gives a fork's run: no TUNEFORM_STACKS, no backend URL, no passphrase."""
+    repo = scenario_repo(tmp_path)
+    env = {"GITHUB_ACTIONS": "true", "PR_FROM_FORK": "true", "TUNEFORM_STACKS": "", "PULUMI_CONFIG_PASSPHRASE": ""}
+    env["PULUMI_BACKEND_URL"] = ""
+    result = subprocess.run(
+        [str(SCRIPT), "--base", "HEAD~1", "--out", str(tmp_path / "comment.md")],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "comment.md").read_text().splitlines()
+    assert lines[1] == "## ✅ tuneform: validation passed, no stack previewed (see Previews)"
+    assert (
+        "- This pull request comes from a fork, and GitHub gives such runs no secrets or variables: it is validated "
+        "and planned, but no stack was previewed and current versions are unknown."
+    ) in lines
+    assert any(line.startswith("| `router` | re-tuned | unknown → current + 1 |") for line in lines)
