@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -62,8 +62,12 @@ def prepare(
     paths: list[Path] | None = None,
     progress: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    prices: Mapping[str, float] | None = None,
 ) -> list[PreparedModel]:
     """Load, resolve and check every spec for ``target``; check and convert every local dataset once.
+
+    ``prices`` are the stack's own (``tuneform:trainingPrices``, USD per 1M training tokens by base model), which
+    replace the catalogue's in the cost estimate, as the review does.
 
     Raises:
         SpecErrors: with every problem found, spec and dataset alike.
@@ -105,7 +109,10 @@ def prepare(
         validation = _prepare_dataset(repo_root, spec, "validation", problems, say, counting=counting)
         if train is None:
             continue
-        run = estimate_run(spec, train.tokens)
+        price: Any = (prices or {}).get(spec.base_model)
+        # A malformed price is the stack rules' to report (spec/stack.py); here it is simply not used.
+        usable = isinstance(price, int | float) and not isinstance(price, bool)
+        run = estimate_run(spec, train.tokens, stack_price=float(price) if usable else None)
         prepared.append(
             PreparedModel(
                 spec=spec,

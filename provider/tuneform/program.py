@@ -234,7 +234,14 @@ def main() -> None:
         }
     )
     try:
-        prepared = prepare(repo_root, settings.target, progress=pulumi.log.info, warn=pulumi.log.warn)
+        prices = stack.get("trainingPrices")
+        prepared = prepare(
+            repo_root,
+            settings.target,
+            progress=pulumi.log.info,
+            warn=pulumi.log.warn,
+            prices=prices if isinstance(prices, dict) else None,
+        )
         problems, warnings = stack_problems([model.spec for model in prepared], stack)
         for warning in warnings:
             pulumi.log.warn(str(warning))
@@ -243,7 +250,6 @@ def main() -> None:
     except SpecErrors as errors:
         # RunError prints the message without a Python traceback: the problems are the user's to fix.
         raise pulumi.RunError(str(errors)) from None
-    prepared = [_priced(model, stack.get("trainingPrices") or {}) for model in prepared]
     if settings.target == "vertex" and pulumi.runtime.is_dry_run():
         _ask_whether_offered(settings, prepared)
     storage: list[pulumi.Resource] = []
@@ -263,17 +269,6 @@ def main() -> None:
             opts=pulumi.ResourceOptions(depends_on=storage),
         )
         pulumi.export(model.spec.name, tuned.outputs)
-
-
-def _priced(model: PreparedModel, prices: dict[str, Any]) -> PreparedModel:
-    """The stack's own price for the model (``tuneform:trainingPrices``, USD per 1M training tokens) where it has one.
-
-    Google's per-model tuning prices are in no source tuneform could confirm, so a team states what it pays.
-    """
-    price = prices.get(model.spec.base_model)
-    if price is None or not model.training_tokens:
-        return model
-    return replace(model, estimated_cost=round(model.training_tokens / 1_000_000 * float(price), 2))
 
 
 def _ask_whether_offered(settings: BackendSettings, prepared: list[PreparedModel]) -> None:
