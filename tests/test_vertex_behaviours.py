@@ -37,10 +37,10 @@ def emu():
 
 
 def backend(emu: VertexEmulator, **overrides):
-    endpoints = {"api_endpoint": emu.url} if ONE_HOST else {"api_endpoints": emu.endpoints}
+    endpoints = {"api_endpoint": emu.url} if ONE_HOST else {"api_endpoints": tuple(emu.endpoints.items())}
     settings = BackendSettings(
         target="vertex", repo_root="/nonexistent", project=PROJECT, region=REGION, bucket=BUCKET,
-        deadline_seconds=30, extra={"poll": [0.05, 0.1]}, **endpoints, **overrides,
+        deadline_seconds=30, poll_seconds=(0.05, 0.1), **endpoints, **overrides,
     )  # fmt: skip
     return build_backend(settings)
 

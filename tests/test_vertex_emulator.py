@@ -297,9 +297,9 @@ def test_from_settings():
         region="europe-west4",
         bucket="gs://b",
         api_endpoint="http://127.0.0.1:9",
-        api_endpoints={"eu": "http://127.0.0.1:8"},
+        api_endpoints=(("eu", "http://127.0.0.1:8"),),
         deadline_seconds=60,
-        extra={"poll": [0.5, 2]},
+        poll_seconds=(0.5, 2.0),
     )
     backend = VertexBackend.from_settings(settings)
     assert (backend.project, backend.region, backend.bucket) == ("p", "europe-west4", "b")

@@ -33,10 +33,10 @@ def settings(gcs, emu, tmp_path):
         project="test-project",
         region="us-central1",
         bucket=BUCKET,
-        api_endpoints=emu.endpoints,
+        api_endpoints=tuple(emu.endpoints.items()),
         storage_endpoint=gcs.url,
         deadline_seconds=30,
-        extra={"poll": [0.05, 0.1]},
+        poll_seconds=(0.05, 0.1),
     )
 
 

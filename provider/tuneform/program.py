@@ -194,29 +194,29 @@ def _hyperparameters(spec: Any, prepared: PreparedModel) -> dict[str, Any]:
 
 
 def settings_from_config(config: pulumi.Config, repo_root: Path) -> BackendSettings:
-    target = config.get("target") or "local"
+    """The backend settings a stack's config asks for; what it leaves unset keeps ``BackendSettings``' default."""
     # A URL for every location, or {location: URL} (the emulator serves each location on a port of its own).
     raw = config.get("apiEndpoint") or ""
     endpoint: Any = json.loads(raw) if raw.lstrip().startswith("{") else raw
+    poll, retry = config.get_object("pollSeconds"), config.get_object("retrySeconds")
+    optional: dict[str, Any] = {
+        "deadline_seconds": config.get_float("deadlineSeconds"),
+        "keep_versions": config.get_int("keepVersions"),
+        "poll_seconds": (float(poll[0]), float(poll[1])) if poll else None,
+        "retry_seconds": (float(retry[0]), float(retry[1])) if retry else None,
+    }
     return BackendSettings(
-        target=target,
+        target=config.get("target") or "local",
         repo_root=str(repo_root),
         project=config.get("project") or pulumi.Config("gcp").get("project") or "",
         region=config.get("region") or pulumi.Config("gcp").get("region") or "",
         bucket=config.get("bucket") or "",
         api_endpoint=endpoint if isinstance(endpoint, str) else "",
-        api_endpoints=dict(endpoint) if isinstance(endpoint, dict) else {},
+        api_endpoints=tuple(sorted(endpoint.items())) if isinstance(endpoint, dict) else (),
         storage_endpoint=config.get("storageEndpoint") or "",
         service_account=config.get("serviceAccount") or "",
         kms_key_name=config.get("kmsKeyName") or "",
-        deadline_seconds=config.get_int("deadlineSeconds") or 0,
-        extra={
-            "keepVersions": config.get_int("keepVersions") or 5,
-            # [first, longest] seconds between status polls of a remote tuning job (the emulator stack uses tenths).
-            "poll": config.get_object("pollSeconds") or [10.0, 300.0],
-            # [first back-off, give up after] seconds for Vertex answers 429/503/504.
-            "retry": config.get_object("retrySeconds") or [1.0, 600.0],
-        },
+        **{key: value for key, value in optional.items() if value is not None},
     )
 
 

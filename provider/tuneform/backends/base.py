@@ -1,4 +1,4 @@
-"""The backend protocol: what a target (local | vertex) must do for tuneform's Pulumi resources.
+"""The backend protocol: what a target (local | vertex) must do for tuneform's Pulumi resources, and its settings.
 
 Providers in ``tuneform.resources`` are thin: each CRUD method is one or two calls here. Backends are built inside
 provider methods (never pickled) from plain settings, so they may hold clients, threads and open files.
@@ -7,11 +7,51 @@ provider methods (never pickled) from plain settings, so they may hold clients, 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 Progress = Callable[[str], None]
 """Receives one human-readable progress line (step, epoch, loss, ETA...). Providers print it to stderr."""
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Everything needed to build a target's backend: plain data, captured in Pulumi's state with the providers.
+
+    No secrets and no clients (Pulumi pickles providers into state). Each default here is the one default of its
+    setting: the program fills in only what a stack sets, and the backends read the rest from here.
+    """
+
+    target: str
+    repo_root: str
+    """Absolute path of the repository holding ``Pulumi.yaml``; the local registry is ``<repo_root>/.tuneform``."""
+    cache_dir: str = ""
+    """Per-user cache (converted base models); empty = ``$TUNEFORM_CACHE`` or ``~/.cache/tuneform`` at run time."""
+    endpoint_host: str = "127.0.0.1"
+    project: str = ""
+    region: str = ""
+    bucket: str = ""
+    api_endpoint: str = ""
+    """Vertex API endpoint override for every location (an emulator); empty = Google's host per location."""
+    api_endpoints: tuple[tuple[str, str], ...] = ()
+    """Per-location overrides ``((location, url), ...)``: the emulator serves each location on a port of its own."""
+    storage_endpoint: str = ""
+    service_account: str = ""
+    kms_key_name: str = ""
+    deadline_seconds: float = 12 * 3600
+    """How long the Vertex backend waits for a job before it leaves it running (``tuneform:deadlineSeconds``)."""
+    poll_seconds: tuple[float, float] = (10.0, 300.0)
+    """First and longest pause between status polls of a Vertex job (``tuneform:pollSeconds``)."""
+    retry_seconds: tuple[float, float] = (1.0, 600.0)
+    """First back-off and give-up time for Vertex answers 429/503/504 (``tuneform:retrySeconds``)."""
+    keep_versions: int = 5
+    """Local registry retention: the last N versions of each model, plus any a served endpoint uses."""
+
+    # Every default is a class attribute (no default_factory), so an instance pickled into an older state before a
+    # field existed still reads it.
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class BackendError(Exception):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneform.backends.base import (
     BackendError,
+    BackendSettings,
     DatasetArtifact,
     EndpointRequest,
     EndpointState,
@@ -34,7 +35,6 @@ from tuneform.backends.base import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from tuneform.resources._provider import BackendSettings
 
 _LOG_TAIL_LINES = 30
 
@@ -51,7 +51,12 @@ class LocalBackend:
     target = "local"
 
     def __init__(
-        self, repo_root: Path, *, cache_dir: Path | None = None, host: str = "127.0.0.1", keep_versions: int = 5
+        self,
+        repo_root: Path,
+        *,
+        cache_dir: Path | None = None,
+        host: str = BackendSettings.endpoint_host,
+        keep_versions: int = BackendSettings.keep_versions,
     ) -> None:
         from tuneform.registry import Registry
 
@@ -67,7 +72,7 @@ class LocalBackend:
             Path(settings.repo_root),
             cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
             host=settings.endpoint_host or "127.0.0.1",
-            keep_versions=int(settings.extra.get("keepVersions", 5)),
+            keep_versions=settings.keep_versions,
         )
 
     # Datasets -------------------------------------------------------------------------------------------------

@@ -12,40 +12,18 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pulumi.dynamic import DiffResult
 
+# Re-exported: providers pickled into state before it moved name this module as the class's home.
+from tuneform.backends.base import BackendSettings
+
+__all__ = ["BackendSettings", "build_backend", "diff_inputs", "progress_printer", "show_backend_errors",
+           "unwrap_pickler_patch"]  # fmt: skip
+
 if TYPE_CHECKING:
     from tuneform.backends.base import Backend
-
-
-@dataclass(frozen=True)
-class BackendSettings:
-    """Everything needed to build a target's backend. Captured in state, so no secrets and no clients."""
-
-    target: str
-    repo_root: str
-    """Absolute path of the repository holding ``Pulumi.yaml``; the local registry is ``<repo_root>/.tuneform``."""
-    cache_dir: str = ""
-    """Per-user cache (converted base models); empty = ``$TUNEFORM_CACHE`` or ``~/.cache/tuneform`` at run time."""
-    endpoint_host: str = "127.0.0.1"
-    project: str = ""
-    region: str = ""
-    bucket: str = ""
-    api_endpoint: str = ""
-    """Vertex API endpoint override for every location (an emulator); empty = Google's host per location."""
-    api_endpoints: dict[str, str] = field(default_factory=dict)
-    """Per-location overrides, e.g. ``{"us-central1": ..., "us": ...}`` (the emulator serves each on a port)."""
-    storage_endpoint: str = ""
-    service_account: str = ""
-    kms_key_name: str = ""
-    deadline_seconds: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def unwrap_pickler_patch() -> None:

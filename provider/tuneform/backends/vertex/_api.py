@@ -158,8 +158,8 @@ class Hosts:
 class Retry:
     """Retries of 429, 503 and 504 with exponential back-off (Google's API errors page: retry with back-off)."""
 
-    initial: float = 1.0
-    timeout: float = 600.0
+    initial: float
+    timeout: float
 
     def call(self, fn: Callable[..., T], report: Progress | None = None, /, **kwargs: Any) -> T:
         """``fn(**kwargs)``, retried; a persistent failure becomes a ``BackendError`` that says what to do."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneform.backends.base import (
     BackendError,
+    BackendSettings,
     DatasetArtifact,
     EndpointRequest,
     EndpointState,
@@ -58,7 +59,6 @@ from tuneform.backends.vertex.storage import DatasetStore
 if TYPE_CHECKING:
     from google.cloud import aiplatform_v1beta1
 
-    from tuneform.resources._provider import BackendSettings
 
 __all__ = ["CONTINUOUS_TUNING_SINCE", "VertexBackend"]
 
@@ -113,10 +113,10 @@ class VertexBackend:
         storage_endpoint: str | None = None,
         service_account: str | None = None,
         kms_key_name: str | None = None,
-        deadline_seconds: float = 12 * 3600,
-        poll: tuple[float, float] = (10.0, 300.0),
-        retry_initial: float = 1.0,
-        retry_timeout: float = 600.0,
+        deadline_seconds: float = BackendSettings.deadline_seconds,
+        poll: tuple[float, float] = BackendSettings.poll_seconds,
+        retry_initial: float = BackendSettings.retry_seconds[0],
+        retry_timeout: float = BackendSettings.retry_seconds[1],
     ) -> None:
         self.project = project
         self.region = region
@@ -146,9 +146,9 @@ class VertexBackend:
                 + ", ".join(f"tuneform:{key}" for key in missing)
                 + "; set it with `pulumi config set tuneform:<key> <value>`"
             )
-        poll = settings.extra.get("poll") or (10.0, 300.0)
-        retry = settings.extra.get("retry") or (1.0, 600.0)
-        endpoints = dict(settings.api_endpoints)
+        poll = settings.poll_seconds
+        retry = settings.retry_seconds
+        endpoints = dict(getattr(settings, "api_endpoints", ()))
         if settings.api_endpoint:
             endpoints.setdefault("*", settings.api_endpoint)
         return cls(
@@ -159,7 +159,8 @@ class VertexBackend:
             storage_endpoint=settings.storage_endpoint or None,
             service_account=settings.service_account or None,
             kms_key_name=settings.kms_key_name or None,
-            deadline_seconds=float(settings.deadline_seconds or 12 * 3600),
+            # 0 meant "the default" in states written before the default lived in BackendSettings.
+            deadline_seconds=float(settings.deadline_seconds or BackendSettings.deadline_seconds),
             poll=(float(poll[0]), float(poll[1])),
             retry_initial=float(retry[0]),
             retry_timeout=float(retry[1]),
