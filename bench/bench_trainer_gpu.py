@@ -179,11 +179,11 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     """TRL's SFTTrainer at its defaults on the conversational ``messages`` form of the same data."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from tuneform.training.data import read_conversations
-    from tuneform.training.trainer import ThroughputMeter, build_lora_config
+    from tuneform.training.trainer import ThroughputMeter, build_lora_config, meter_callback
 
     tokenizer = AutoTokenizer.from_pretrained(str(args.model))
     model = AutoModelForCausalLM.from_pretrained(str(args.model))
@@ -205,16 +205,6 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.synchronize if args.device == "cuda" else lambda: None,
     )
 
-    class Timing(TrainerCallback):
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            meter.begin(state)
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            meter.step(state)
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            meter.end(state)
-
     lora = build_lora_config(8, None) if args.mode == "adapter" else None
     trainer = SFTTrainer(
         model=model,
@@ -222,7 +212,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[Timing()],
+        callbacks=[meter_callback(meter)],
     )
     output = trainer.train()
     return {

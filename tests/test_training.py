@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from training_helpers import REPO, TICKETS, build_tiny_model, write_slice
+from training_helpers import REPO, TICKETS, build_tiny_model, tiny_train_config, write_slice
 from tuneform.backends.base import BackendError
 from tuneform.training import TrainConfig, build_lora_config, evaluate, generate, load_for_inference, train
 from tuneform.training.base_model import resolve_base_model
@@ -36,21 +36,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _config(tiny: Path, data: tuple[Path, Path], output: Path, **overrides) -> TrainConfig:
-    fields = {
-        "base_model_dir": tiny,
-        "train_file": data[0],
-        "validation_file": data[1],
-        "output_dir": output,
-        "mode": "adapter",
-        "adapter_size": 4,
-        "lora": None,
-        "epochs": 2,
-        "learning_rate": 1e-2,
-        "batch_size": 8,
-        "max_length": 128,
-        "threads": 1,
-    }
-    return TrainConfig(**{**fields, **overrides})
+    return tiny_train_config(tiny, data[0], output, validation_file=data[1], **overrides)
 
 
 def _weights(directory: Path) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from training_helpers import TICKETS, bpe_tokenizer, build_tiny_model, tiny_llama, write_slice
+from training_helpers import TICKETS, bpe_tokenizer, build_tiny_model, tiny_llama, tiny_train_config, write_slice
 from tuneform.training.data import read_conversations, tokenize_conversation
 from tuneform.training.packing import register_varlen_attention
 from tuneform.training.recipe import VARLEN_ATTENTION, Recipe
@@ -124,21 +124,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(tiny: Path, data: Path, output: Path, **overrides) -> TrainConfig:
-    fields = {
-        "base_model_dir": tiny,
-        "train_file": data,
-        "validation_file": None,
-        "output_dir": output,
-        "mode": "adapter",
-        "adapter_size": 4,
-        "lora": None,
-        "epochs": 2,
-        "learning_rate": 1e-2,
-        "batch_size": 8,
-        "max_length": 128,
-        "threads": 1,
-    }
-    return TrainConfig(**{**fields, **overrides})
+    return tiny_train_config(tiny, data, output, **overrides)
 
 
 PADDED = Recipe(device="cpu", base_dtype="float32", autocast_bf16=False, attn_implementation="sdpa", batches="padded")
@@ -258,3 +244,18 @@ def test_soft_capped_logits_keep_trls_head() -> None:
 
     assert plain_lm_head(LlamaConfig())
     assert not plain_lm_head(Gemma2Config())  # final_logit_softcapping: only TRL's head applies it
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+def test_training_steps_run_under_the_recipes_autocast(tiny: Path, data: Path, tmp_path: Path, autocast) -> None:
+    """The CPU loss calls the decoder itself, not the forward Accelerate wraps in autocast: it must autocast too."""
+    import torch
+
+    recipe = replace(PADDED, autocast_bf16=autocast)
+    config = _config(tiny, data, tmp_path / "run", recipe=recipe, extra_args={"max_steps": 1, "save_strategy": "no"})
+    trainer, _, _ = build_trainer(config, recipe, lambda _: None)
+    seen: list[torch.dtype] = []
+    projection = trainer.model.get_base_model().model.layers[0].self_attn.q_proj
+    projection.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    trainer.train()
+    assert seen and set(seen) == {torch.bfloat16 if autocast else torch.float32}

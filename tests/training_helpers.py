@@ -113,3 +113,26 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     model.save_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))
     return directory
+
+
+def tiny_train_config(
+    base: Path, train_file: Path, output: Path, validation_file: Path | None = None, **overrides: Any
+) -> Any:
+    """A ``TrainConfig`` sized for the tiny models: LoRA rank 4, 2 epochs of batches of 8, lr 1e-2, one thread."""
+    from tuneform.training import TrainConfig
+
+    fields = {
+        "base_model_dir": base,
+        "train_file": train_file,
+        "validation_file": validation_file,
+        "output_dir": output,
+        "mode": "adapter",
+        "adapter_size": 4,
+        "lora": None,
+        "epochs": 2,
+        "learning_rate": 1e-2,
+        "batch_size": 8,
+        "max_length": 128,
+        "threads": 1,
+    }
+    return TrainConfig(**{**fields, **overrides})

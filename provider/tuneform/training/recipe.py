@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -199,8 +199,3 @@ def choose_recipe(
         compile=compile,
         log_every_steps=GPU_LOG_EVERY_STEPS,
     )
-
-
-def with_overrides(recipe: Recipe, **changes: object) -> Recipe:
-    """A copy of ``recipe`` with some fields changed (the benchmark's ablations)."""
-    return replace(recipe, **changes)  # type: ignore[arg-type]

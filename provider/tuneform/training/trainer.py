@@ -113,6 +113,8 @@ class TrainResult:
     """Tokens/s after the warm-up steps (NaN when the run had no step past them)."""
     recipe: str = ""
     """:meth:`Recipe.describe` of the recipe used."""
+    cpu_seconds: float = math.nan
+    """CPU time of this process during this call's training loop (see :attr:`ThroughputMeter.cpu_seconds`)."""
 
 
 def build_lora_config(adapter_size: int | None, lora: dict[str, Any] | None) -> Any:
@@ -206,11 +208,11 @@ class ThroughputMeter:
     def __init__(self, tokens_of: Callable[[Any], int], synchronize: Callable[[], None] = lambda: None) -> None:
         self.tokens_of = tokens_of
         self.synchronize = synchronize
-        self.started = self.warm_at = self.ended = math.nan
+        self.started = self.warm_at = self.ended = self.cpu_started = self.cpu_ended = math.nan
         self.first_step = self.first_tokens = self.warm_tokens = self.end_tokens = 0
 
     def begin(self, state: Any) -> None:
-        self.started = time.monotonic()
+        self.started, self.cpu_started = time.monotonic(), time.process_time()
         self.first_step, self.first_tokens = state.global_step, self.tokens_of(state)
 
     def step(self, state: Any) -> None:
@@ -221,6 +223,7 @@ class ThroughputMeter:
     def end(self, state: Any) -> None:
         self.synchronize()
         self.ended, self.end_tokens = time.monotonic(), self.tokens_of(state)
+        self.cpu_ended = time.process_time()
 
     def rate_so_far(self, state: Any) -> float:
         elapsed = time.monotonic() - self.started
@@ -232,6 +235,12 @@ class ThroughputMeter:
         return (self.end_tokens - self.first_tokens) / elapsed if elapsed > 0 else 0.0
 
     @property
+    def cpu_seconds(self) -> float:
+        """CPU time this process spent in training (every thread): on a shared machine, tokens per CPU second vary
+        less than tokens/s, which also count the time other processes held the cores."""
+        return self.cpu_ended - self.cpu_started
+
+    @property
     def warmup_seconds(self) -> float:
         return self.warm_at - self.started
 
@@ -239,6 +248,23 @@ class ThroughputMeter:
     def steady_tokens_per_second(self) -> float:
         elapsed = self.ended - self.warm_at
         return (self.end_tokens - self.warm_tokens) / elapsed if elapsed > 0 else math.nan
+
+
+def meter_callback(meter: ThroughputMeter) -> Any:
+    """A ``TrainerCallback`` that times any trainer with ``meter`` (the benchmarks time TRL's own this way)."""
+    from transformers import TrainerCallback
+
+    class MeterCallback(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            meter.begin(state)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            meter.step(state)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            meter.end(state)
+
+    return MeterCallback()
 
 
 def _progress_callback(
@@ -352,8 +378,10 @@ def _trainer_class() -> Any:
             if return_outputs or not model.training:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             inputs["use_cache"] = False  # a cache would also stop transformers' SDPA path from keeping examples apart
-            if inputs["input_ids"].device.type == "cpu" and plain_lm_head(self.model.config):
-                return model_turn_loss(self.model, inputs, num_items_in_batch)
+            if inputs["input_ids"].device.type == "cpu" and plain_lm_head(model.config):
+                # Accelerate autocasts by wrapping the model's forward, which this loss goes around.
+                with self.accelerator.autocast():
+                    return model_turn_loss(model, inputs, num_items_in_batch)
             outputs = model(**inputs, fused_lm_head=True)
             count = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
             return -outputs.log_probs.sum() / torch.as_tensor(count).clamp(min=1)
@@ -571,6 +599,7 @@ def train(config: TrainConfig, progress: Callable[[str], None]) -> TrainResult:
         warmup_seconds=meter.warmup_seconds,
         steady_tokens_per_second=meter.steady_tokens_per_second,
         recipe=recipe.describe(),
+        cpu_seconds=meter.cpu_seconds,
     )
     summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
     (config.output_dir / "result.json").write_text(json.dumps(summary, indent=2))
