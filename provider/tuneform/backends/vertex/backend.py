@@ -246,7 +246,7 @@ class VertexBackend:
     def _find_or_create(
         self, client: aiplatform_v1beta1.GenAiTuningServiceClient, request: TuningRequest, progress: Progress
     ) -> tuple[aiplatform_v1beta1.TuningJob, bool]:
-        jobs = self._jobs_of(client, request.name)
+        jobs = self._jobs_of(client, request.name, progress)
         existing = self._adoptable(jobs, request.spec_hash, progress)
         if existing is not None:
             progress(
@@ -353,20 +353,24 @@ class VertexBackend:
             )
 
     def _jobs_of(
-        self, client: aiplatform_v1beta1.GenAiTuningServiceClient, name: str
+        self, client: aiplatform_v1beta1.GenAiTuningServiceClient, name: str, report: Progress | None = None
     ) -> list[aiplatform_v1beta1.TuningJob]:
         """Every job of one spec name in this location, newest first."""
-        return self._list(client, NAME_LABEL, label_value(name))
+        return self._list(client, NAME_LABEL, label_value(name), report)
 
     def _list(
-        self, client: aiplatform_v1beta1.GenAiTuningServiceClient, label: str, value: str
+        self,
+        client: aiplatform_v1beta1.GenAiTuningServiceClient,
+        label: str,
+        value: str,
+        report: Progress | None = None,
     ) -> list[aiplatform_v1beta1.TuningJob]:
         from google.api_core import exceptions
         from google.cloud import aiplatform_v1beta1
 
         def listing(request: aiplatform_v1beta1.ListTuningJobsRequest) -> list[aiplatform_v1beta1.TuningJob]:
             # Every page is fetched inside the retry: the pager asks for the next page lazily.
-            return self.retry.call(lambda: list(client.list_tuning_jobs(request=request)))
+            return self.retry.call(lambda: list(client.list_tuning_jobs(request=request)), report)
 
         jobs: list[aiplatform_v1beta1.TuningJob] = []
         if self._label_filters:
