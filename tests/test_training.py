@@ -146,7 +146,8 @@ class TestResume:
         child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         try:
-            while last_checkpoint(output) is None:
+            # Not last_checkpoint(): it deletes a checkpoint still being written, under the child's feet.
+            while not list(output.glob("checkpoint-*/trainer_state.json")):
                 assert child.poll() is None, child.stdout.read().decode() if child.stdout else ""
                 assert time.monotonic() < deadline, "no checkpoint within 120 s"
                 time.sleep(0.05)
