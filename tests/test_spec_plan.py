@@ -139,7 +139,8 @@ def test_plan_and_program_agree_on_tokens_and_cost_for_each_target(tmp_path: Pat
 
 
 def test_a_local_model_given_by_path_plans_the_trainers_default_epochs(tmp_path: Path) -> None:
-    from tuneform.spec.plan import DEFAULT_LOCAL_EPOCHS, estimate_run
+    from tuneform.spec.plan import estimate_run
+    from tuneform.training.trainer import TrainConfig
 
     docs, _ = _docs(tmp_path)
     tiny = docs[2].resolved["local"]
@@ -150,4 +151,6 @@ def test_a_local_model_given_by_path_plans_the_trainers_default_epochs(tmp_path:
 
     by_path = replace(tiny, base_model=str(model_dir))
     run = estimate_run(by_path, 1_000)
-    assert (run.epochs, run.epochs_text, run.training_tokens) == (DEFAULT_LOCAL_EPOCHS, "3 (default)", 3_000)
+    assert (run.epochs, run.epochs_text, run.training_tokens) == (3, "3 (default)", 3_000)
+    # The plan and the trainer read the one default, the catalogue's.
+    assert TrainConfig.epochs == run.epochs

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from training_helpers import REPO, TICKETS, build_tiny_model, tiny_train_config, write_slice
-from tuneform.backends.base import BackendError
 from tuneform.training import TrainConfig, build_lora_config, evaluate, generate, load_for_inference, train
 from tuneform.training.base_model import resolve_base_model
+from tuneform.training.errors import TrainingError
 from tuneform.training.trainer import last_checkpoint
 
 pytestmark = pytest.mark.training
@@ -208,18 +208,16 @@ class TestConfiguration:
         assert build_lora_config(None, None).r == 8
 
     def test_bad_settings_are_refused(self) -> None:
-        with pytest.raises(BackendError, match=r"adapterSize: expected one of \[1, 2, 4, 8, 16, 32\], got 3"):
-            build_lora_config(3, None)
-        with pytest.raises(BackendError, match=r"targets.local.lora: expected keys among .* got \['r'\]"):
+        with pytest.raises(TrainingError, match=r"targets.local.lora: expected keys among .* got \['r'\]"):
             build_lora_config(4, {"r": 4})
 
     def test_base_model_paths(self, tiny: Path, tmp_path: Path) -> None:
         assert resolve_base_model(str(tiny), cache_dir=tmp_path, progress=print) == tiny.resolve()
-        with pytest.raises(BackendError, match="expected a Hugging Face model directory with a config.json"):
+        with pytest.raises(TrainingError, match="expected a Hugging Face model directory with a config.json"):
             resolve_base_model(str(tmp_path), cache_dir=tmp_path, progress=print)
-        with pytest.raises(BackendError, match="expected an existing .gguf file"):
+        with pytest.raises(TrainingError, match="expected an existing .gguf file"):
             resolve_base_model(str(tmp_path / "missing.gguf"), cache_dir=tmp_path, progress=print)
-        with pytest.raises(BackendError, match="baseModel: expected one of smollm2-135m-instruct"):
+        with pytest.raises(TrainingError, match="baseModel: expected one of smollm2-135m-instruct"):
             resolve_base_model("gpt-17", cache_dir=tmp_path, progress=print)
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from training_helpers import TICKETS, build_tiny_model
-from tuneform.backends.base import BackendError
 from tuneform.training.data import gemini_to_messages, read_conversations, render_prompt, tokenize_conversation
+from tuneform.training.errors import TrainingError
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ class TestGeminiToMessages:
             json.dumps({"contents": [{"role": "bot", "parts": [{"text": "x"}]}]}),
         ]
         path.write_text("\n".join(lines) + "\n")
-        with pytest.raises(BackendError) as raised:
+        with pytest.raises(TrainingError) as raised:
             read_conversations(path)
         message = str(raised.value)
         assert message.splitlines()[0] == f"3 problems in {path}:"
@@ -97,7 +97,7 @@ class TestTokenizeConversation:
         # Renders only the last message: an earlier render is not a prefix of a later one.
         tokenizer.chat_template = "{{ messages[-1]['content'] }}{% if add_generation_prompt %}>{% endif %}"
         try:
-            with pytest.raises(BackendError, match="prefix-consistent template"):
+            with pytest.raises(TrainingError, match="prefix-consistent template"):
                 tokenize_conversation(
                     tokenizer, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
                 )

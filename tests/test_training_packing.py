@@ -202,10 +202,10 @@ def test_token_budget_fills_steps_with_whole_examples(tiny: Path, data: Path, tm
 
 
 def test_a_token_budget_below_max_length_is_refused(tiny: Path, data: Path, tmp_path: Path) -> None:
-    from tuneform.backends.base import BackendError
+    from tuneform.training.errors import TrainingError
 
     recipe = replace(PADDING_FREE, batches="token_budget", tokens_per_batch=64)
-    with pytest.raises(BackendError, match=r"tokens_per_batch: expected at least maxLength \(128\), got 64"):
+    with pytest.raises(TrainingError, match=r"tokens_per_batch: expected at least maxLength \(128\), got 64"):
         train(_config(tiny, data, tmp_path / "run", recipe=recipe), lambda _: None)
 
 

@@ -332,3 +332,13 @@ def test_every_behaviour_in_the_table_is_cited_in_the_emulator():
     cited = set(re.findall(r"\bE\d+\b", code))
     assert len(ids) >= 30
     assert ids - cited <= {"E4", "E19", "E28", "E31"}, "rows without code citing them"
+
+
+def test_every_catalogue_adapter_size_has_a_vertex_enum_name():
+    """The loader checks adapterSize against the catalogue, the only list; the request builder only names sizes."""
+    from tuneform import catalogue
+    from tuneform.backends.vertex import ADAPTER_SIZES
+
+    for info in catalogue.all_models().values():
+        if info.provider == "vertex":
+            assert set(info.adapter_sizes) <= set(ADAPTER_SIZES), info.id

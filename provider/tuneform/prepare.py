@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tuneform.spec.model import ResolvedSpec
-from tuneform.spec.plan import DEFAULT_LOCAL_EPOCHS, estimate_run
+from tuneform.spec.plan import estimate_run
 
 if TYPE_CHECKING:
     from tuneform.datasets import DatasetSummary
     from tuneform.datasets.tokens import TokenCounting
 
-__all__ = ["DEFAULT_LOCAL_EPOCHS", "PreparedDataset", "PreparedModel", "cache_root", "prepare"]
+__all__ = ["PreparedDataset", "PreparedModel", "cache_root", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ class PreparedModel:
 
 
 def cache_root(repo_root: Path) -> Path:
-    return repo_root / ".tuneform" / "cache"
+    from tuneform.registry import registry_root
+
+    return registry_root(repo_root) / "cache"
 
 
 def prepare(

@@ -22,9 +22,8 @@ from tuneform.resources.dataset import Dataset
 from tuneform.resources.endpoint import Endpoint
 from tuneform.resources.model_version import ModelVersion
 from tuneform.resources.tuning_job import TuningJob
+from tuneform.serving.config import DEFAULT_PORT
 from tuneform.spec.stack import read_stack, stack_problems
-
-DEFAULT_PORT = 8765
 
 
 class TunedModel(pulumi.ComponentResource):
@@ -158,9 +157,9 @@ def _registry_view(settings: BackendSettings, name: str) -> tuple[int | None, di
     """
     if settings.target != "local":
         return None, None
-    from tuneform.registry import Registry
+    from tuneform.registry import Registry, registry_root
 
-    registry = Registry(Path(settings.repo_root) / ".tuneform")
+    registry = Registry(registry_root(settings.repo_root))
     versions = registry.versions(name)
     serving = registry.serving(name)
     metrics = {str(version.number): dict(version.metrics) for version in versions}

@@ -2,7 +2,7 @@
 
 A tuning run is identified by its spec hash (training inputs + dataset hashes). If the registry already holds a
 version with that hash (the configuration was tuned before, e.g. a ``git revert``), it is reused without training.
-Otherwise the run executes in a child process (``tuneform.backends.local_run``) inside a run directory that is
+Otherwise the run executes in a child process (``tuneform.training.run``) inside a run directory that is
 stable per spec hash, so a run killed with ``pulumi up`` resumes from its last checkpoint next time. One run trains at
 a time on a machine (a file lock), because two runs on the same cores only make both slower.
 """
@@ -58,9 +58,9 @@ class LocalBackend:
         host: str = BackendSettings.endpoint_host,
         keep_versions: int = BackendSettings.keep_versions,
     ) -> None:
-        from tuneform.registry import Registry
+        from tuneform.registry import Registry, registry_root
 
-        self.root = repo_root / ".tuneform"
+        self.root = registry_root(repo_root)
         self.registry = Registry(self.root)
         self.cache_dir = cache_dir or default_cache_dir()
         self.host = host
@@ -132,25 +132,31 @@ class LocalBackend:
         return self._outcome(request.name, version, reused=False)
 
     def _run_training(self, request: TuningRequest, run_dir: Path, progress: Progress) -> dict[str, Any]:
-        payload = {
-            "name": request.name,
-            "specHash": request.spec_hash,
-            "baseModel": request.base_model,
-            "mode": request.mode,
-            "adapterSize": request.adapter_size,
-            "lora": request.lora,
-            "hyperparameters": request.hyperparameters,
-            "trainFile": request.train.uri,
-            "validationFile": request.validation.uri if request.validation else None,
-            "cacheDir": str(self.cache_dir),
-        }
-        (run_dir / "request.json").write_text(json.dumps(payload, indent=2))
+        from tuneform import catalogue
+        from tuneform.training.run import RunRequest
+
+        info = catalogue.get_model(request.base_model) or catalogue.local_path_info(request.base_model)
+        defaults = info.training_defaults()
+        hp = request.hyperparameters
+        run = RunRequest(
+            base_model=request.base_model,
+            cache_dir=str(self.cache_dir),
+            train_file=request.train.uri,
+            validation_file=request.validation.uri if request.validation else None,
+            mode=request.mode,
+            adapter_size=request.adapter_size,
+            lora=request.lora,
+            epochs=int(hp.get("epochs") or defaults.epochs),
+            learning_rate=float(hp.get("learningRate") or defaults.learning_rate),
+            batch_size=int(hp.get("batchSize") or defaults.batch_size),
+        )
+        (run_dir / "request.json").write_text(run.to_json())
         log_path = run_dir / "run.log"
         progress(f"training in a child process; full log: {log_path}")
         tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
         with log_path.open("a") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "tuneform.backends.local_run", str(run_dir)],
+                [sys.executable, "-m", "tuneform.training.run", str(run_dir)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -208,7 +214,9 @@ class LocalBackend:
 
     def deploy(self, request: EndpointRequest, existing: str | None, progress: Progress) -> EndpointState:
         from tuneform.serving import service
+        from tuneform.serving.config import DEFAULT_PORT, parse_config, write_config
         from tuneform.training import resolve_base_model
+        from tuneform.training.errors import TrainingError
 
         directory = self._endpoint_dir(request.name)
         directory.mkdir(parents=True, exist_ok=True)
@@ -221,7 +229,10 @@ class LocalBackend:
                     f"spec.endpoint.traffic: version {number} of {request.model} is not in the registry "
                     f"(known: {[v.number for v in self.registry.versions(request.model)]})."
                 )
-            base_dir = resolve_base_model(version.base_model, cache_dir=self.cache_dir, progress=progress)
+            try:
+                base_dir = resolve_base_model(version.base_model, cache_dir=self.cache_dir, progress=progress)
+            except TrainingError as error:
+                raise BackendError(str(error)) from None
             base_dirs.add(str(base_dir))
             versions[str(number)] = {
                 "artifact_dir": str(self.registry.store.get(version.artifact_sha256)),
@@ -229,7 +240,7 @@ class LocalBackend:
                 "base_model_dir": str(base_dir),
             }
         api_key = request.settings.get("api_key") or secrets.token_urlsafe(32)
-        port = int(request.settings.get("port") or 8765)
+        port = int(request.settings.get("port") or DEFAULT_PORT)
         config = {
             "name": request.name,
             "host": self.host,
@@ -246,8 +257,8 @@ class LocalBackend:
         if info_path.exists():
             # A new traffic split or version set: restart with the new config; the key stays the same.
             service.stop(service.ServiceInfo.load(info_path))
-        config_path.write_text(json.dumps(config, indent=2))
-        os.chmod(config_path, 0o600)
+        # Checked by the server's own parser, and written atomically readable by its owner only: it holds the key.
+        write_config(config_path, parse_config(config, str(config_path)))
         progress(f"starting the endpoint on http://{self.host}:{port} (log: {config['log_path']})")
         info = service.start(config_path)
         info.save(info_path)

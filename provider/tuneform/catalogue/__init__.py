@@ -28,6 +28,7 @@ __all__ = [
     "ModelLimits",
     "Source",
     "Split",
+    "TrainingDefaults",
     "all_models",
     "get",
     "get_model",
@@ -118,6 +119,16 @@ def today() -> datetime.date:
         except ValueError:
             raise ValueError(f"${TODAY_ENV}: expected a date YYYY-MM-DD, got {given!r}") from None
     return datetime.datetime.now(datetime.UTC).date()
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """The values a local run uses for hyperparameters a spec leaves unset: the catalogue is their one source."""
+
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    adapter_size: int | None
 
 
 @dataclass(frozen=True)
@@ -235,6 +246,15 @@ class ModelInfo:
     @property
     def price_confirmed(self) -> bool:
         return self.price.value is not None and not self.price.unconfirmed
+
+    def training_defaults(self) -> TrainingDefaults:
+        """What a run of this model uses for what a spec leaves unset (local models; Vertex chooses its own)."""
+        return TrainingDefaults(
+            epochs=int(self.value("defaultEpochs") or 1),
+            learning_rate=float(self.value("defaultLearningRate") or 0.0),
+            batch_size=int(self.value("defaultBatchSize") or 1),
+            adapter_size=self.default_adapter_size,
+        )
 
     @property
     def estimate_epochs(self) -> int:

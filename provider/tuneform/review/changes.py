@@ -288,11 +288,13 @@ class _Planner:
                 self.prices[target] = {str(k): float(v) for k, v in prices.items() if isinstance(v, int | float)}
         self._diffs: dict[tuple[str | None, str | None, str, str], DatasetDiff | None] = {}
         self._registry: Any = None
-        registry_root = repo / ".tuneform"
-        if (registry_root / "models").is_dir():
+        from tuneform.registry import registry_root
+
+        root = registry_root(repo)
+        if (root / "models").is_dir():
             from tuneform.registry import Registry
 
-            self._registry = Registry(registry_root)
+            self._registry = Registry(root)
 
     def version_source(self, target: Target) -> str:
         state = self.states.get(target)

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+DEFAULT_PORT = 8765
+"""Port of a stack's first local endpoint (``tuneform:endpointPort``); further models take the next ports."""
+
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 KINDS = ("adapter", "full")
 

@@ -25,7 +25,6 @@ from tuneform.catalogue import ModelInfo
 from tuneform.spec.model import ResolvedSpec, Target, TunedModelDocument
 
 __all__ = [
-    "DEFAULT_LOCAL_EPOCHS",
     "Plan",
     "PlanItem",
     "RunEstimate",
@@ -37,9 +36,6 @@ __all__ = [
 ]
 
 PRICE_UNKNOWN = "unknown: price unconfirmed"
-
-DEFAULT_LOCAL_EPOCHS = 3
-"""Epochs the local trainer runs when a spec leaves ``hyperparameters.epochs`` unset."""
 
 
 class SummaryLike(Protocol):
@@ -105,10 +101,8 @@ def _epochs(spec: ResolvedSpec, info: ModelInfo) -> tuple[int, str]:
     if spec.hyperparameters.epochs is not None:
         return spec.hyperparameters.epochs, str(spec.hyperparameters.epochs)
     if info.default_epochs is not None:
+        # Every local model has one (its catalogue entry's, or the `localPath` entry's): what the trainer runs.
         return info.default_epochs, f"{info.default_epochs} (default)"
-    if spec.target == "local":
-        # A local model given by path has no catalogue default; the trainer's own default is what runs.
-        return DEFAULT_LOCAL_EPOCHS, f"{DEFAULT_LOCAL_EPOCHS} (default)"
     assumed = info.plan_epochs
     note = ", unconfirmed" if assumed.unconfirmed else ""
     return info.estimate_epochs, f"auto (plan assumes {info.estimate_epochs}{note})"

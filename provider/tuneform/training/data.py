@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneform.backends.base import BackendError
 from tuneform.datasets import messages
+from tuneform.training.errors import TrainingError
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,11 @@ class Conversation:
 
 
 def gemini_to_messages(record: dict[str, Any], where: str) -> list[dict[str, str]]:
-    """``tuneform.datasets.messages.gemini_to_messages``, with its error as the trainer's ``BackendError``."""
+    """``tuneform.datasets.messages.gemini_to_messages``, with its error as the trainer's ``TrainingError``."""
     try:
         return messages.gemini_to_messages(record, where)
     except messages.MessageConversionError as error:
-        raise BackendError(str(error)) from None
+        raise TrainingError(str(error)) from None
 
 
 def read_conversations(path: Path) -> list[Conversation]:
@@ -50,7 +50,7 @@ def read_conversations(path: Path) -> list[Conversation]:
         The examples in file order.
 
     Raises:
-        BackendError: Listing every malformed line at once.
+        TrainingError: Listing every malformed line at once.
     """
     conversations: list[Conversation] = []
     problems: list[str] = []
@@ -62,16 +62,16 @@ def read_conversations(path: Path) -> list[Conversation]:
             try:
                 record = json.loads(raw)
                 if not isinstance(record, dict):
-                    raise BackendError(f"{where}: expected a JSON object, got {type(record).__name__}.")
+                    raise TrainingError(f"{where}: expected a JSON object, got {type(record).__name__}.")
                 conversations.append(Conversation(gemini_to_messages(record, where), number))
             except json.JSONDecodeError as error:
                 problems.append(f"{where}:{error.colno}: expected JSON, got {error.msg}.")
-            except BackendError as error:
+            except TrainingError as error:
                 problems.append(str(error))
     if problems:
-        raise BackendError("\n".join([f"{len(problems)} problems in {path}:", *problems]))
+        raise TrainingError("\n".join([f"{len(problems)} problems in {path}:", *problems]))
     if not conversations:
-        raise BackendError(f"{path}: expected at least one example, got an empty file.")
+        raise TrainingError(f"{path}: expected at least one example, got an empty file.")
     return conversations
 
 
@@ -91,7 +91,7 @@ def tokenize_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> dic
         ``{"input_ids": [...], "assistant_masks": [...]}`` of equal length.
 
     Raises:
-        BackendError: If the chat template does not render conversations prefix-consistently.
+        TrainingError: If the chat template does not render conversations prefix-consistently.
     """
     input_ids: list[int] = []
     masks: list[int] = []
@@ -102,7 +102,7 @@ def tokenize_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> dic
         prompt = render_prompt(tokenizer, messages[:index])
         full = str(tokenizer.apply_chat_template(messages[: index + 1], tokenize=False))
         if not prompt.startswith(done) or not full.startswith(prompt):
-            raise BackendError(
+            raise TrainingError(
                 "baseModel: its chat template does not render a conversation's beginning as a prefix of the whole "
                 "conversation, so the model turns cannot be located for the loss. Use a model with a "
                 "prefix-consistent template (ChatML, Llama 3, Gemma)."

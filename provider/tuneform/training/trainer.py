@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tuneform.backends.base import BackendError
+from tuneform import catalogue
+from tuneform.training.errors import TrainingError
 from tuneform.training.recipe import (
     VARLEN_ATTENTION,
     Recipe,
@@ -40,8 +41,8 @@ from tuneform.training.recipe import (
     detect_capabilities,
 )
 
-ADAPTER_SIZES = (1, 2, 4, 8, 16, 32)
-DEFAULT_ADAPTER_SIZE = 8
+_DEFAULTS = catalogue.local_path_info("").training_defaults()
+"""The catalogue's defaults for a local run (epochs, learning rate, batch size, adapter size): their one source."""
 LORA_DROPOUT = 0.05
 LORA_KEYS = ("rank", "alpha", "dropout", "target_modules")
 PROGRESS_INTERVAL_S = 5.0
@@ -70,9 +71,9 @@ class TrainConfig:
     adapter_size: int | None
     lora: dict[str, Any] | None
     """Explicit ``rank``/``alpha``/``dropout``/``target_modules``; each overrides what ``adapter_size`` gives."""
-    epochs: int = 3
-    learning_rate: float = 2e-4
-    batch_size: int = 8
+    epochs: int = _DEFAULTS.epochs
+    learning_rate: float = _DEFAULTS.learning_rate
+    batch_size: int = _DEFAULTS.batch_size
     max_length: int = 512
     seed: int = 42
     threads: int | None = None
@@ -121,24 +122,23 @@ def build_lora_config(adapter_size: int | None, lora: dict[str, Any] | None) -> 
     """Map the spec's ``adapterSize`` and explicit ``lora`` settings to a PEFT ``LoraConfig``.
 
     Args:
-        adapter_size: 1, 2, 4, 8, 16 or 32; ``None`` means 8.
+        adapter_size: The LoRA rank (the loader checked it against the catalogue's ``adapterSizes``); ``None``: the
+            catalogue's default.
         lora: Optional overrides: ``rank``, ``alpha``, ``dropout``, ``target_modules``.
 
     Returns:
         A ``peft.LoraConfig`` for a causal language model.
 
     Raises:
-        BackendError: For an adapter size outside the list or an unknown ``lora`` key.
+        TrainingError: For an unknown ``lora`` key.
     """
     from peft import LoraConfig
 
-    if adapter_size is not None and adapter_size not in ADAPTER_SIZES:
-        raise BackendError(f"adapterSize: expected one of {list(ADAPTER_SIZES)}, got {adapter_size}.")
     overrides = dict(lora or {})
     unknown = sorted(set(overrides) - set(LORA_KEYS))
     if unknown:
-        raise BackendError(f"targets.local.lora: expected keys among {list(LORA_KEYS)}, got {unknown}.")
-    rank = overrides.get("rank") or adapter_size or DEFAULT_ADAPTER_SIZE
+        raise TrainingError(f"targets.local.lora: expected keys among {list(LORA_KEYS)}, got {unknown}.")
+    rank = int(overrides.get("rank") or adapter_size or _DEFAULTS.adapter_size or 1)
     return LoraConfig(
         r=rank,
         lora_alpha=overrides.get("alpha") or 2 * rank,
@@ -497,7 +497,7 @@ def build_trainer(config: TrainConfig, recipe: Recipe, progress: Callable[[str],
     from trl.trainer.utils import add_fused_lm_head
 
     if recipe.tokens_per_batch is not None and recipe.tokens_per_batch < config.max_length:
-        raise BackendError(
+        raise TrainingError(
             f"tokens_per_batch: expected at least maxLength ({config.max_length}), got {recipe.tokens_per_batch}."
         )
     if recipe.attn_implementation == VARLEN_ATTENTION:
@@ -552,12 +552,12 @@ def train(config: TrainConfig, progress: Callable[[str], None]) -> TrainResult:
         Where the adapter or weights were saved, with loss, steps, token counts and throughput.
 
     Raises:
-        BackendError: For a data file that cannot be read or converted, or an invalid LoRA setting.
+        TrainingError: For a data file that cannot be read or converted, or an invalid LoRA setting.
     """
     import torch
 
     if config.mode not in ("adapter", "full"):
-        raise BackendError(f"mode: expected 'adapter' or 'full', got {config.mode!r}.")
+        raise TrainingError(f"mode: expected 'adapter' or 'full', got {config.mode!r}.")
     capabilities = detect_capabilities() if config.recipe is None else None
     recipe = config.recipe or choose_recipe(
         capabilities,  # type: ignore[arg-type]

@@ -1,11 +1,12 @@
-"""One local tuning run, executed as a child process of the Pulumi provider: ``python -m tuneform.backends.local_run``.
+"""One local tuning run, executed as a child process of the Pulumi provider: ``python -m tuneform.training.run``.
 
 Why a separate process: torch holds hundreds of MB that should be freed when the run ends, the provider process
 serves several resources at once and must not be blocked by training, and a run killed with ``pulumi up`` leaves its
 checkpoints behind in its run directory, from which the next run resumes.
 
-Input: ``<run_dir>/request.json`` (written by ``LocalBackend.tune``). Output: ``<run_dir>/result.json``. Progress:
-one line per event on stderr, which the backend forwards to the Pulumi CLI.
+Input: ``<run_dir>/request.json``, a ``RunRequest`` (written by ``LocalBackend.tune``; this class is the one mapping
+across that process boundary). Output: ``<run_dir>/result.json``. Progress: one line per event on stderr, which the
+backend forwards to the Pulumi CLI.
 """
 
 from __future__ import annotations
@@ -13,8 +14,68 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tuneform.training.trainer import TrainConfig
+
+__all__ = ["RunRequest", "run"]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One local run: what the backend asks the child process to train, with every default already resolved."""
+
+    base_model: str
+    """A catalogue id or the absolute path of a local model (``ResolvedSpec.base_model``)."""
+    cache_dir: str
+    train_file: str
+    validation_file: str | None
+    mode: str
+    adapter_size: int | None
+    lora: dict[str, Any] | None
+    """``LoraSpec``'s set fields (``rank``, ``alpha``, ``dropout``, ``target_modules``)."""
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    seed: int = 42
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunRequest:
+        data = json.loads(text)
+        # Numbers cross Pulumi's wire as floats; the trainer wants the integers the spec holds.
+        for key in ("adapter_size", "epochs", "batch_size", "seed"):
+            if data.get(key) is not None:
+                data[key] = int(data[key])
+        return cls(**data)
+
+    def train_config(self, base_model_dir: Path, output_dir: Path) -> TrainConfig:
+        from tuneform.training import TrainConfig
+
+        lora = None
+        if self.lora is not None:
+            lora = {
+                k: int(v) if k in ("rank", "alpha") and isinstance(v, float) and v.is_integer() else v
+                for k, v in self.lora.items()
+            }
+        return TrainConfig(
+            base_model_dir=base_model_dir,
+            train_file=Path(self.train_file),
+            validation_file=Path(self.validation_file) if self.validation_file else None,
+            output_dir=output_dir,
+            mode=self.mode,  # type: ignore[arg-type]
+            adapter_size=self.adapter_size,
+            lora=lora,
+            epochs=self.epochs,
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            seed=self.seed,
+        )
 
 
 def _say(line: str) -> None:
@@ -22,26 +83,12 @@ def _say(line: str) -> None:
 
 
 def run(run_dir: Path) -> dict[str, Any]:
-    from tuneform.training import TrainConfig, evaluate, resolve_base_model, train
+    from tuneform.training import evaluate, resolve_base_model, train
 
-    request = json.loads((run_dir / "request.json").read_text())
+    request = RunRequest.from_json((run_dir / "request.json").read_text())
     started = time.monotonic()
-    base_dir = resolve_base_model(request["baseModel"], cache_dir=Path(request["cacheDir"]), progress=_say)
-    hyper = request["hyperparameters"]
-    config = TrainConfig(
-        base_model_dir=base_dir,
-        train_file=Path(request["trainFile"]),
-        validation_file=Path(request["validationFile"]) if request.get("validationFile") else None,
-        output_dir=run_dir / "output",
-        mode=request["mode"],
-        # Numbers cross Pulumi's wire as floats; the trainer wants the integers the spec holds.
-        adapter_size=None if request.get("adapterSize") is None else int(request["adapterSize"]),
-        lora=_integral(request.get("lora")),
-        epochs=int(hyper.get("epochs") or 3),
-        learning_rate=float(hyper.get("learningRate") or 2e-4),
-        batch_size=int(hyper.get("batchSize") or 8),
-        seed=int(request.get("seed", 42)),
-    )
+    base_dir = resolve_base_model(request.base_model, cache_dir=Path(request.cache_dir), progress=_say)
+    config = request.train_config(base_dir, run_dir / "output")
     result = train(config, _say)
     metrics: dict[str, float] = {
         "trainLoss": float(result.train_loss),
@@ -102,15 +149,6 @@ def _answer_budget(validation_file: Path) -> int:
                 longest = max(longest, sum(len(part.get("text", "")) for part in turn["parts"]))
     # Tokens are rarely shorter than 2 characters in these tokenizers; 8 more lets a wrong answer show itself.
     return max(16, min(256, longest // 2 + 8))
-
-
-def _integral(values: dict[str, Any] | None) -> dict[str, Any] | None:
-    if values is None:
-        return None
-    return {
-        k: int(v) if isinstance(v, float) and v.is_integer() and k in ("rank", "alpha") else v
-        for k, v in values.items()
-    }
 
 
 def main() -> None:
