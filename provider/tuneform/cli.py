@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -72,33 +72,24 @@ def _selected(docs: Iterable[TunedModelDocument], target: str) -> tuple[list[Pai
 def _check_datasets(
     pairs: Sequence[Pair], progress: Callable[[str], None] | None
 ) -> tuple[dict[str, Any], list[Any], list[str]]:
-    """Run the streaming dataset checks on every local dataset file, once per file, format, limits and count.
+    """Check every local dataset file once per file, format, limits and count, with the program's own step.
 
     Tokens are counted as ``counting_for(target, base model)`` says (exact on the local target, the documented
-    estimate on Vertex AI), the same count the Pulumi program and the review use.
-
-    Args:
-        pairs: The resolved specs whose datasets to check.
-        progress: Receives one line per step.
+    estimate on Vertex AI), the same count the Pulumi program and the review use (``prepare.check_local_dataset``).
 
     Returns:
         Summaries keyed by absolute path (left out where tokens cannot be counted here), the problems
         (Problem-like objects whose ``str`` is one line), and notes on what could not be counted.
     """
-    say = progress or (lambda _line: None)
-    try:
-        from tuneform.datasets.check import DatasetLimits, check_dataset
-    except ImportError:
-        say("dataset checks skipped: tuneform.datasets.check is not installed")
-        return {}, [], []
     from tuneform.datasets.tokens import counting_for
+    from tuneform.prepare import check_local_dataset
 
+    say = progress or (lambda _line: None)
     summaries: dict[str, Any] = {}
     problems: list[Any] = []
     notes: list[str] = []
     done: set[tuple[str, str, Any, str]] = set()
     for _doc, spec in pairs:
-        info = catalogue.get(spec.base_model) or catalogue.local_path_info(spec.base_model)
         counting = counting_for(spec.target, spec.base_model)
         if not counting.available:
             note = f"{spec.name} on {spec.target}: tokens not counted ({counting.missing})"
@@ -111,25 +102,12 @@ def _check_datasets(
         for split, path in splits:
             if path is None:
                 continue
-            limits = catalogue.limits_for(info, split)
-            if not counting.available:
-                # No tokenizer, no token limit: an estimate here could refuse what the exact count allows.
-                limits = replace(limits, max_tokens_per_example=None)
-            key = (path, spec.dataset.format, limits, counting.method)
+            key = (path, spec.dataset.format, catalogue.limits_for(spec.base_model, split), counting.method)
             if key in done:
                 continue
             done.add(key)
-            shown = display_name(Path(path))
-            say(f"checking {shown} ({split} set for {spec.base_model}, tokens: {counting.label})")
-            summary, found = check_dataset(
-                path,
-                format=spec.dataset.format,
-                limits=DatasetLimits(**asdict(limits)),
-                count_tokens=counting.counter,
-                display_path=shown,
-                progress=say,
-            )
-            if counting.available:
+            summary, found = check_local_dataset(spec, split, counting, say)
+            if counting.available and summary is not None:
                 summaries[path] = summary
             problems.extend(found)
     return summaries, problems, notes

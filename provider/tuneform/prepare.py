@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -132,6 +132,64 @@ def prepare(
     return prepared
 
 
+def check_local_dataset(
+    spec: ResolvedSpec,
+    split: Literal["train", "validation"],
+    counting: TokenCounting,
+    say: Callable[[str], None],
+    *,
+    cache: Path | None = None,
+) -> tuple[DatasetSummary | None, list[Any]]:
+    """Check one local dataset file of ``spec`` against its base model's limits, counting tokens as ``counting`` says.
+
+    The one dataset step of every surface: ``tuneform validate`` and ``tuneform plan`` call it without ``cache``,
+    the Pulumi program (``prepare``) with one, which also converts the file to canonical Gemini JSONL and keeps the
+    summary, keyed by the file's path, size, mtime, format, limits and counting, so an unchanged file is not read
+    again. Where no tokenizer is available no token limit applies (an estimate could refuse what the exact count
+    allows); the caller decides whether a missing count is a problem (the program) or a note (validate, plan).
+
+    Returns:
+        The summary (``None`` when the split is absent or remote) and the problems found.
+    """
+    from tuneform import catalogue
+    from tuneform.datasets import DatasetLimits, check_dataset, read_summary, write_summary
+
+    local = spec.dataset.train_path if split == "train" else spec.dataset.validation_path
+    if local is None:
+        return None, []
+    path = Path(local)
+    limits = catalogue.limits_for(spec.base_model, split)
+    if not counting.available:
+        limits = replace(limits, max_tokens_per_example=None)
+    display = os.path.relpath(path, Path.cwd())
+    summary_path = converted = None
+    if cache is not None:
+        stat = path.stat()
+        identity = [str(path), stat.st_size, stat.st_mtime_ns, spec.dataset.format, repr(limits), counting.method]
+        key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+        summary_path = cache / "summaries" / f"{key}.json"
+        if summary_path.exists():
+            summary = read_summary(summary_path)
+            if summary.converted_path and Path(summary.converted_path).exists():
+                return summary, []
+        converted = cache / "converted" / f"{key}.jsonl"
+        converted.parent.mkdir(parents=True, exist_ok=True)
+    say(f"checking {display} ({split} set for {spec.base_model}, tokens: {counting.label})")
+    summary, problems = check_dataset(
+        path,
+        format=spec.dataset.format,
+        limits=DatasetLimits(**asdict(limits)),
+        count_tokens=counting.counter,
+        convert_to=converted,
+        display_path=display,
+        progress=say,
+    )
+    if not problems and summary_path is not None:
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        write_summary(summary, summary_path)
+    return summary, problems
+
+
 def _prepare_dataset(
     repo_root: Path,
     spec: ResolvedSpec,
@@ -141,47 +199,16 @@ def _prepare_dataset(
     *,
     counting: TokenCounting,
 ) -> PreparedDataset | None:
-    from tuneform import catalogue
-    from tuneform.datasets import DatasetLimits, check_dataset, read_summary, write_summary
-
     written = spec.dataset.train if split == "train" else spec.dataset.validation
-    local = spec.dataset.train_path if split == "train" else spec.dataset.validation_path
     if written is None:
         return None
-    if local is None:
+    if (spec.dataset.train_path if split == "train" else spec.dataset.validation_path) is None:
         # gs:// data is checked by the tuning service itself; we cannot stream it without credentials here.
         return PreparedDataset(split, written, "", 0, 0, "unknown: remote file", "")
-    path = Path(local)
-    limits = DatasetLimits(**asdict(catalogue.limits_for(spec.base_model, split)))
-    stat = path.stat()
-    key = hashlib.sha256(
-        json.dumps(
-            [str(path), stat.st_size, stat.st_mtime_ns, spec.dataset.format, repr(limits), counting.method]
-        ).encode()
-    ).hexdigest()
-    cache = cache_root(repo_root)
-    summary_path = cache / "summaries" / f"{key}.json"
-    display = os.path.relpath(path, Path.cwd())
-    if summary_path.exists():
-        summary = read_summary(summary_path)
-        if summary.converted_path and Path(summary.converted_path).exists():
-            return _from_summary(split, written, summary)
-    say(f"checking {display} ({stat.st_size / 1e6:.1f} MB)")
-    converted = cache / "converted" / f"{key}.jsonl"
-    converted.parent.mkdir(parents=True, exist_ok=True)
-    summary, dataset_problems = check_dataset(
-        path,
-        format=spec.dataset.format,
-        limits=limits,
-        count_tokens=counting.counter,
-        convert_to=converted,
-        display_path=display,
-    )
-    if dataset_problems:
-        problems.extend(dataset_problems)
+    summary, found = check_local_dataset(spec, split, counting, say, cache=cache_root(repo_root))
+    if found or summary is None:
+        problems.extend(found)
         return None
-    summary_path.parent.mkdir(parents=True, exist_ok=True)
-    write_summary(summary, summary_path)
     return _from_summary(split, written, summary)
 
 
