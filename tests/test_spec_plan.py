@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuneform.plan import PRICE_UNKNOWN, build_plan, render_markdown, render_text
 from tuneform.spec import load_specs
-from tuneform.spec.plan import PRICE_UNKNOWN, build_plan, render_markdown, render_text
 
 ROW = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": [{"text": "yo"}]}]}
 
@@ -139,7 +139,7 @@ def test_plan_and_program_agree_on_tokens_and_cost_for_each_target(tmp_path: Pat
 
 
 def test_a_local_model_given_by_path_plans_the_trainers_default_epochs(tmp_path: Path) -> None:
-    from tuneform.spec.plan import estimate_run
+    from tuneform.plan import estimate_run
     from tuneform.training.trainer import TrainConfig
 
     docs, _ = _docs(tmp_path)

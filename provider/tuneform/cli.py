@@ -15,10 +15,10 @@ from typing import Any, cast
 
 from tuneform import catalogue
 from tuneform.catalogue import Split
+from tuneform.plan import build_plan, render_markdown, render_text
 from tuneform.spec.errors import SpecErrors
 from tuneform.spec.loader import SPEC_DIR, find_repo_root, find_spec_files, load_specs, resolve
 from tuneform.spec.model import TARGETS, ResolvedSpec, Target, TunedModelDocument
-from tuneform.spec.plan import build_plan, render_markdown, render_text
 from tuneform.spec.schema import SCHEMA_FILE
 from tuneform.spec.source import display_name
 

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tuneform.plan import estimate_run
 from tuneform.spec.model import ResolvedSpec
-from tuneform.spec.plan import estimate_run
+from tuneform.workspace import state_root
 
 if TYPE_CHECKING:
     from tuneform.datasets import DatasetSummary
@@ -52,9 +53,7 @@ class PreparedModel:
 
 
 def cache_root(repo_root: Path) -> Path:
-    from tuneform.registry import registry_root
-
-    return registry_root(repo_root) / "cache"
+    return state_root(repo_root) / "cache"
 
 
 def prepare(

@@ -16,10 +16,10 @@ from tuneform.registry._registry import (
     Version,
 )
 from tuneform.registry._store import ObjectNotFoundError, ObjectStore, file_sha256, tree_sha256
+from tuneform.workspace import state_root
 
 __all__ = [
     "DEFAULT_GC_GRACE_S",
-    "STATE_DIR",
     "DatasetRecord",
     "ObjectNotFoundError",
     "ObjectStore",
@@ -33,10 +33,7 @@ __all__ = [
     "tree_sha256",
 ]
 
-STATE_DIR = ".tuneform"
-"""tuneform's working state inside a checkout: registry, dataset cache, run directories, endpoints."""
-
 
 def registry_root(repo_root: str | Path) -> Path:
-    """``<repo_root>/.tuneform``: the one place that names tuneform's directory in a checkout."""
-    return Path(repo_root) / STATE_DIR
+    """The registry of a checkout: its ``.tuneform`` directory (``tuneform.workspace``)."""
+    return state_root(repo_root)

@@ -11,7 +11,7 @@ resource replaces on, ``TRAINING_INPUTS``) means a new tuning run and a new mode
 *updated in place*.
 
 Tokens, epochs and cost come from the same two functions as ``tuneform plan`` and the Pulumi program
-(``tuneform.datasets.tokens.counting_for`` and ``tuneform.spec.plan.estimate_run``), so the review, the preview and
+(``tuneform.datasets.tokens.counting_for`` and ``tuneform.plan.estimate_run``), so the review, the preview and
 the policy pack agree. Versions come from the state of the stack reviewed for each target (``tuneform.review.state``),
 else, on the local target, from the local registry; otherwise the plan says why they are unknown.
 """
@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tuneform.datasets.tokens import TokenCounting, counting_for
+from tuneform.plan import estimate_run
 from tuneform.review.datasets import DatasetDiff, diff_dataset
 from tuneform.review.git import GitTree, blob_id_of_file
 from tuneform.review.state import ModelState, StackState, read_stack, stack_target
 from tuneform.spec.errors import SpecErrors
 from tuneform.spec.loader import SPEC_DIR, find_spec_files, load_specs
 from tuneform.spec.model import TARGETS, ResolvedSpec, Target, TunedModelDocument
-from tuneform.spec.plan import estimate_run
 from tuneform.spec.stack import read_stack as read_stack_settings
 
 __all__ = [

@@ -1,25 +1,19 @@
 """The tuning-spec language: YAML documents -> validated, per-target ``ResolvedSpec`` objects.
 
 ``load_specs`` reads and checks files (JSON Schema first, then the catalogue-driven cross-field rules),
-``resolve`` picks one target, ``find_spec_files`` lists a repository's specs, and ``build_plan`` turns them into
-what ``tuneform plan`` and ``pulumi preview`` show.
+``resolve`` picks one target, ``find_spec_files`` lists a repository's specs (``tuneform.plan`` turns them into what
+``tuneform plan`` and ``pulumi preview`` show).
 """
 
 from tuneform.spec.errors import Problem, SpecErrors
 from tuneform.spec.loader import LoadedDocument, find_repo_root, find_spec_files, load_specs, resolve
-from tuneform.spec.plan import Plan, PlanItem, build_plan, render_markdown, render_text
 
 __all__ = [
     "LoadedDocument",
-    "Plan",
-    "PlanItem",
     "Problem",
     "SpecErrors",
-    "build_plan",
     "find_repo_root",
     "find_spec_files",
     "load_specs",
-    "render_markdown",
-    "render_text",
     "resolve",
 ]
