@@ -30,11 +30,11 @@ export TUNEFORM_CACHE
 
 PULUMI := pulumi --non-interactive
 
-.PHONY: help bootstrap stack up preview refresh destroy outputs test test-all lint format typecheck bench bench-vertex-faults vertex-smoke lock
+.PHONY: help bootstrap stack up preview refresh destroy outputs test test-all test-unit test-integration lint format typecheck bench bench-vertex-faults vertex-smoke lock
 
 help:
 	@echo "make up | preview | refresh | destroy | outputs   (STACK=$(STACK))"
-	@echo "make test | test-all | lint | format | typecheck | bench | lock | bootstrap"
+	@echo "make test | test-all | test-unit | test-integration | lint | format | typecheck | bench | lock | bootstrap"
 	@echo "make vertex-smoke PROJECT=... BUCKET=... [REGION=us-central1]   (a live Vertex AI check, costs cents)"
 
 bootstrap:
@@ -80,6 +80,15 @@ test: bootstrap lint typecheck
 
 test-all:
 	$(MAKE) test PYTEST_MARKERS=
+
+# The tiers, for a developer's loop: `pytest` alone (or make test-unit) runs the unit tier in about two minutes;
+# the integration tier is the real CLI, training, the emulators and the heavy tests. `make test` runs both.
+test-unit: bootstrap
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS)
+
+test-integration: bootstrap
+	scripts/build_fake_gcs.sh >/dev/null
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) -m "(cli or training or emulator or heavy) and not slow"
 
 # Each benchmark prints its baseline, tuneform's figure and their ratio, measured in the same run.
 bench: bootstrap

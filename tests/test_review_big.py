@@ -19,7 +19,7 @@ import pytest
 from pulumi_cli import REPO_ROOT
 from tuneform.review import COMMENT_LIMIT
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.heavy, pytest.mark.timeout(300)]
 
 PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 EXAMPLES = 300_000

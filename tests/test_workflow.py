@@ -35,6 +35,7 @@ def steps(job: dict[str, Any]) -> str:
     return "\n".join(str(step.get("run", "")) + str(step.get("uses", "")) for step in job["steps"])
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(600)
 def test_actionlint_with_shellcheck_finds_nothing() -> None:
     built = subprocess.run(
