@@ -310,7 +310,7 @@ def _raw_variants(text: str) -> list[str]:
 def test_converted_bytes_equal_json_dumps_canonical_form(
     text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Regression guard for the copy-through of already canonical lines (``_is_canonical``)."""
+    """Regression guard for the copy-through of already canonical lines (``canonical.is_canonical``)."""
     copied: list[bytes] = []
 
     def spy(raw: bytes, chars: int, example: dict[str, Any], length: int) -> bool:
@@ -319,8 +319,8 @@ def test_converted_bytes_equal_json_dumps_canonical_form(
             copied.append(raw)
         return result
 
-    is_canonical = check_module._is_canonical
-    monkeypatch.setattr(check_module, "_is_canonical", spy)
+    is_canonical = check_module.is_canonical
+    monkeypatch.setattr(check_module, "is_canonical", spy)
     variants = _raw_variants(text)
     for number, raw in enumerate(variants):
         for ending in ("\n", "\r\n", ""):
