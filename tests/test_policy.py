@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.cli, pytest.mark.timeout(300)]
 PACK = REPO_ROOT / "policy"
 
 PROGRAM = '''
+import inspect
 import json
 import os
 
@@ -28,7 +29,7 @@ import pulumi
 
 from tuneform.resources._provider import BackendSettings
 from tuneform.resources.endpoint import Endpoint, EndpointProvider
-from tuneform.resources.tuning_job import TuningJob
+from tuneform.resources.tuning_job import TuningJob, _camel
 
 
 class EndpointWithMetrics(Endpoint, module="tuneform", name="Endpoint"):
@@ -41,7 +42,12 @@ class EndpointWithMetrics(Endpoint, module="tuneform", name="Endpoint"):
 for entry in json.load(open(os.environ["TUNEFORM_POLICY_RESOURCES"])):
     settings = BackendSettings(target=entry["props"].get("target", "local"), repo_root=os.getcwd())
     if entry["kind"] == "TuningJob":
-        TuningJob(entry["props"]["name"] + "-tuning", settings, entry["props"])
+        # The resource's keyword arguments are the snake_case of its props (resources/tuning_job.py `_camel`).
+        # Inputs a case leaves out are None: the policy rules only read what each case sets.
+        wanted = [k for k in inspect.signature(TuningJob.__init__).parameters if k not in ("self", "resource_name",
+                                                                                         "settings", "opts")]
+        kwargs = {key: entry["props"].get(_camel(key)) for key in wanted}
+        TuningJob(entry["props"]["name"] + "-tuning", settings, **kwargs)
     else:
         EndpointWithMetrics(entry["props"]["name"] + "-endpoint", settings, entry["props"])
 '''

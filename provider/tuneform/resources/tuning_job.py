@@ -164,8 +164,45 @@ class TuningJob(Resource, module="tuneform", name="TuningJob"):
         self,
         resource_name: str,
         settings: BackendSettings,
-        props: dict[str, Any],
+        *,
+        name: str,
+        target: str,
+        spec_hash: str,
+        base_model: str,
+        mode: str,
+        adapter_size: int | None,
+        hyperparameters: dict[str, Any],
+        lora: dict[str, Any] | None,
+        train_sha256: str,
+        train_uri: pulumi.Input[str],
+        train_examples: int,
+        train_tokens: int,
+        validation_sha256: str | None,
+        validation_uri: pulumi.Input[str] | None,
+        validation_examples: int,
+        description: str = "",
+        labels: dict[str, str] | None = None,
+        adopt: str | None = None,
+        continue_from: str | None = None,
+        intermediate_checkpoints: bool | None = None,
+        estimated_training_tokens: int = 0,
+        token_method: str = "",
+        estimated_cost: float | None = None,
+        max_training_cost: float | None = None,
+        region: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        # The inputs cross to the provider under their camelCase names: the one mapping of this boundary, and
+        # the names the policy pack and `pulumi preview` show.
+        arguments = {key: value for key, value in locals().items() if key not in _NOT_INPUTS}
+        props = {_camel(key): value for key, value in arguments.items()}
         unwrap_pickler_patch()
         super().__init__(TuningJobProvider(settings), resource_name, {**props, **dict.fromkeys(_OUTCOME_KEYS)}, opts)
+
+
+_NOT_INPUTS = ("self", "resource_name", "settings", "opts", "__class__")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
