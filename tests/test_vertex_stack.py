@@ -187,6 +187,7 @@ def test_fault_run_converges_without_duplicates_or_orphans(pulumi_cli, tmp_path:
     print(figures.table(), *figures.up_errors, sep="\n")
     assert figures.up_attempts <= 4, figures.up_errors
     assert not any(e.startswith("not converged") for e in figures.up_errors), figures.up_errors
+    assert figures.destroy_attempts <= 4, figures.up_errors
     assert sum(figures.faults.values()) >= 0.2 * figures.requests, "the run was really faulted"
     assert figures.duplicate_jobs == 0 and figures.jobs_not_in_state == 0
     assert figures.creates == figures.specs

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from emulators.fake_gcs import FakeGcs
 from emulators.vertex_api import FaultPlan, VertexEmulator
@@ -105,13 +106,17 @@ def run_fault_run(
                 "tuneform:deadlineSeconds": "300",
             },
         )
-        for attempt in range(1, max_runs + 1):
-            figures.up_attempts = attempt
-            result = cli.up(check=False, timeout=900)
-            log(f"pulumi up #{attempt}: exit {result.returncode}")
-            if result.returncode == 0:
-                break
-            figures.up_errors.append(_last_error(result.stdout + result.stderr))
+
+        def until_it_succeeds(command: Callable[..., Any], what: str) -> int:
+            for attempt in range(1, max_runs + 1):
+                result = command(check=False, timeout=900)
+                log(f"pulumi {what} #{attempt}: exit {result.returncode}")
+                if result.returncode == 0:
+                    break
+                figures.up_errors.append(f"{what}: " + _last_error(result.stdout + result.stderr))
+            return attempt
+
+        figures.up_attempts = until_it_succeeds(cli.up, "up")
         converged = cli.up("--expect-no-changes", check=False, timeout=900)
         if converged.returncode != 0:
             figures.up_errors.append("not converged: " + _last_error(converged.stdout + converged.stderr))
@@ -121,12 +126,7 @@ def run_fault_run(
         figures.duplicate_jobs = len(jobs) - len(wanted)
         held = {r["id"] for r in cli.resources() if r["type"].endswith("TuningJob")}
         figures.jobs_not_in_state = len({j["name"] for j in jobs} - held)
-        for attempt in range(1, max_runs + 1):
-            figures.destroy_attempts = attempt
-            result = cli.destroy(check=False, timeout=900)
-            log(f"pulumi destroy #{attempt}: exit {result.returncode}")
-            if result.returncode == 0:
-                break
+        figures.destroy_attempts = until_it_succeeds(cli.destroy, "destroy")
         figures.left_models = len(emu.live_models())
         figures.left_endpoints = len(emu.live_endpoints())
         # Faulted requests are refused before they are recorded, except lost answers, whose calls did act.
