@@ -898,3 +898,22 @@ def test_a_fork_pull_request_is_planned_and_says_why_nothing_was_previewed(tmp_p
         "and planned, but no stack was previewed and current versions are unknown."
     ) in lines
     assert any(line.startswith("| `router` | re-tuned | unknown → current + 1 |") for line in lines)
+
+
+def test_moving_off_a_retired_base_model_is_a_retune_and_a_coming_retirement_is_noted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base commit may name a model retired since: its specs still load as history, so the pull request that
+    moves to the replacement reads as a re-tune with the base model named, not as a new model."""
+    repo = scenario_repo(tmp_path)
+    (repo / "tuning_specs/router.yaml").write_text(ROUTER.replace("gemini-3.5-flash", "gemini-2.5-flash"))
+    git(repo, "commit", "-qam", "an old router")
+    (repo / "tuning_specs/router.yaml").write_text(ROUTER)
+    monkeypatch.setenv("TUNEFORM_TODAY", "2027-03-01")  # 3.5 Flash retires on 2027-05-19: within 90 days
+    plan = build_change_plan(repo, "HEAD", targets=("vertex",))
+    router = next(c for c in plan.changes if c.name == "router")
+    assert router.status == "re-tuned"
+    assert [(r.field, r.old, r.new) for r in router.reasons] == [("baseModel", "gemini-2.5-flash", "gemini-3.5-flash")]
+    assert any(
+        "spec.baseModel: warning: gemini-3.5-flash retires on 2027-05-19, in 79 days" in note for note in plan.notes
+    )

@@ -203,7 +203,9 @@ def _load_base(tree: GitTree, say: Callable[[str], None]) -> tuple[list[TunedMod
     notes: list[str] = []
     for path in sorted(contents):
         try:
-            docs.extend(load_specs([root / path], repo_root=root))
+            # The base commit's specs are history: a base model retired since must not make them unreadable, or a
+            # pull request moving to its replacement would show the model as created instead of re-tuned.
+            docs.extend(load_specs([root / path], repo_root=root, lifecycle=False))
         except SpecErrors as errors:
             first = str(errors.problems[0]).replace(str(root) + os.sep, "").rstrip(".")
             more = len(errors.problems) - 1
@@ -521,6 +523,7 @@ def build_change_plan(
     tree = GitTree(repo, base_ref)
     head_docs = load_specs(find_spec_files(repo), repo_root=repo)
     base_docs, notes, base_root = _load_base(tree, say)
+    notes = [*(str(w) for doc in head_docs for w in doc.warnings), *notes]
     try:
         base = _Side(base_docs, Path(base_root), lambda shown: os.path.relpath(shown, base_root))
         head = _Side(head_docs, repo, lambda shown: os.path.relpath(Path(shown).resolve(), repo))
