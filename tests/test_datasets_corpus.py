@@ -1,9 +1,12 @@
-"""The dataset half of the bad-input corpus: every file is refused with exactly the messages in its ``.expected``.
+"""The dataset half of the bad-input corpus: every file is refused (or, for the rules that warn, warned about) with
+exactly the messages in its ``.expected``.
 
 ``tests/corpus/datasets/<case>.jsonl`` is the input; ``<case>.expected`` holds option lines (``# format:
 openai-chat``, ``# min_examples: 16``, ``# modalities: text,image``, ``# max_problems: 3``...) and then one
-expected problem per line, as ``str(problem)`` prints it, with the file shown as ``<case>.jsonl``.
-After a deliberate change of wording, ``TUNEFORM_UPDATE_CORPUS=1`` rewrites the expectations; review the diff.
+expected problem per line, as ``str(problem)`` prints it, with the file shown as ``<case>.jsonl``, followed by the
+summary's warnings. After a deliberate change of wording, ``TUNEFORM_UPDATE_CORPUS=1`` rewrites the expectations;
+review the diff. Each case names the Google source of its rule in a ``# source:`` line (sources.yaml keys; ``tuneform``
+for tuneform's own choices).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from tuneform.datasets import DatasetLimits, check_dataset
 
 CORPUS = Path(__file__).parent / "corpus" / "datasets"
 CASES = sorted(path.stem for path in CORPUS.glob("*.jsonl"))
-_INT_OPTIONS = ("max_tokens_per_example", "max_examples", "min_examples", "max_file_bytes")
+_INT_OPTIONS = ("max_tokens_per_example", "max_examples", "min_examples", "max_file_bytes", "max_examples_multimodal")
 
 
 def _read_case(name: str) -> tuple[list[str], dict[str, Any], list[str]]:
@@ -43,7 +46,7 @@ def _run(name: str, settings: dict[str, Any]) -> list[str]:
         display_path=f"{name}.jsonl",
     )
     assert summary.converted_path is None
-    return [str(problem) for problem in problems]
+    return [str(problem) for problem in problems] + list(summary.warnings)
 
 
 def test_corpus_is_large_enough() -> None:

@@ -170,6 +170,8 @@ def check_local_dataset(
         if summary_path.exists():
             summary = read_summary(summary_path)
             if summary.converted_path and Path(summary.converted_path).exists():
+                for warning in summary.warnings:  # an estimate over a token limit: said on every run
+                    say(warning)
                 return summary, []
         converted = cache / "converted" / f"{key}.jsonl"
         converted.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +185,8 @@ def check_local_dataset(
         display_path=display,
         progress=say,
     )
+    for warning in summary.warnings:
+        say(warning)
     if not problems and summary_path is not None:
         summary_path.parent.mkdir(parents=True, exist_ok=True)
         write_summary(summary, summary_path)

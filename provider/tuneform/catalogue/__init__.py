@@ -281,13 +281,15 @@ class ModelLimits:
     """Part kinds an example may carry (``text``, ``image``, ``audio``, ``document``, ``video``): the hook through
     which the dataset checker refuses media parts for a text-only model."""
     max_file_bytes: int | None
+    max_examples_multimodal: int | None = None
+    """The example limit of a dataset with media parts (``maxTrainExamplesMultimodal``), where it differs."""
 
     def __repr__(self) -> str:
         # Sorted, so the text is the same in every process (callers use it in cache keys; set order is not).
         return (
             f"ModelLimits(max_tokens_per_example={self.max_tokens_per_example!r}, max_examples={self.max_examples!r}, "
             f"min_examples={self.min_examples!r}, modalities={sorted(self.modalities)!r}, "
-            f"max_file_bytes={self.max_file_bytes!r})"
+            f"max_file_bytes={self.max_file_bytes!r}, max_examples_multimodal={self.max_examples_multimodal!r})"
         )
 
 
@@ -433,9 +435,11 @@ def limits_for(model: str | ModelInfo, split: Split) -> ModelLimits:
     info = model if isinstance(model, ModelInfo) else get_model(model)
     if info is None:
         raise KeyError(model)
+    multimodal = None
     if split == "train":
         max_examples = info.value("maxTrainExamples")
         min_examples = int(info.value("minTrainExamples") or 1)
+        multimodal = info.value("maxTrainExamplesMultimodal")
     else:
         max_examples = info.value("maxValidationExamples")
         min_examples = 1
@@ -445,4 +449,5 @@ def limits_for(model: str | ModelInfo, split: Split) -> ModelLimits:
         min_examples=min_examples,
         modalities=info.modalities,
         max_file_bytes=info.value("maxTrainFileBytes"),
+        max_examples_multimodal=multimodal,
     )

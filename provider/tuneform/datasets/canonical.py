@@ -24,6 +24,7 @@ __all__ = [
     "TOP_CHARS",
     "TURN_CHARS",
     "BadConstant",
+    "BadNumber",
     "holds_float",
     "is_canonical",
 ]
@@ -33,11 +34,23 @@ class BadConstant(ValueError):
     """A JSON extension constant (``NaN``, ``Infinity``, ``-Infinity``) met by the stdlib parser."""
 
 
+class BadNumber(ValueError):
+    """A JSON number beyond a 64-bit float (``1e400``): Python reads it as infinity, which JSON cannot write back."""
+
+
 def _reject_constant(name: str) -> None:
     raise BadConstant(name)
 
 
-DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if value - value != 0:  # inf - inf is nan; a finite number minus itself is 0
+        raise BadNumber(literal)
+    return value
+
+
+# Only the slow path parses with these: orjson (the fast path) refuses NaN, Infinity and 1e400 itself.
+DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
 SCAN = DECODER.scan_once  # type: ignore[attr-defined]
 CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False).encode
 ORJSON_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE

@@ -37,20 +37,33 @@ Decisions on the edge cases:
 - Function calling (``tools``, ``functionCall`` parts, OpenAI ``tool_calls``/``tool`` messages) is refused with a
   message saying so: tuneform does not tune it.
 - ``max_file_bytes`` applies to the converted file (that is what Vertex limits); the example-count limits count
-  every non-blank line, valid or not, so that a bad line does not also show up as "too few examples".
+  every non-blank line, valid or not, so that a bad line does not also show up as "too few examples". A dataset
+  with any image, document, audio or video part is held to ``max_examples_multimodal`` where the model has one
+  (sources.yaml V-sft: "1M text-only examples or 300K multimodal examples" on the 2.5-era page).
+- A line is read only up to :data:`MAX_LINE_BYTES`; a longer one is refused and skipped in chunks, so one line of
+  200 MB costs no more memory than one of 8 MiB (the longest line otherwise bounds the memory a check takes).
+- Numbers beyond a 64-bit float (``1e400``) are refused: Python reads them as infinity, which the converted file
+  would then hold as ``Infinity``, which is not JSON.
+- A token estimate (no tokenizer: the Vertex AI target) over ``max_tokens_per_example`` refuses an example only
+  when the low estimate (``tokens.py``) is over the limit too; otherwise the summary carries a warning that says
+  the count is an estimate. An exact count over the limit refuses.
+- A problem that a file in the other format has on every line (``messages`` in a Gemini file, ``contents`` in an
+  OpenAI one, prompt/completion pairs) is listed once, with the number of lines that have it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import orjson
 
@@ -61,6 +74,7 @@ from tuneform.datasets.canonical import (
     ORJSON_CANONICAL,
     SCAN,
     BadConstant,
+    BadNumber,
     holds_float,
     is_canonical,
 )
@@ -68,16 +82,33 @@ from tuneform.datasets.gemini import check_gemini
 from tuneform.datasets.openai_chat import check_openai
 from tuneform.datasets.rules import Context, Finding, json_type, render_path
 from tuneform.datasets.summary import DatasetSummary
-from tuneform.datasets.tokens import ESTIMATE_METHOD, estimate_from_counts
-from tuneform.problems import Problem, more_problems
+from tuneform.datasets.tokens import (
+    ESTIMATE_METHOD,
+    LOW_BYTES_PER_TOKEN,
+    estimate_from_counts,
+    estimate_low_from_counts,
+)
+from tuneform.problems import MAX_PROBLEMS_PER_FILE, Problem, more_problems
 
-__all__ = ["MODALITIES", "DatasetLimits", "DatasetProblem", "check_dataset", "iter_gemini_examples"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "MODALITIES",
+    "DatasetLimits",
+    "DatasetProblem",
+    "check_dataset",
+    "iter_gemini_examples",
+]
 
 MODALITIES = frozenset({"text", "image", "audio", "document", "video"})
 """Every modality a limit can allow."""
 
+MAX_LINE_BYTES = 8 << 20
+"""Longest line (one example) read, 8 MiB: 64 bytes per token at the largest documented example (131,072 tokens,
+sources.yaml V-sft); files belong in Cloud Storage, referenced by ``fileData``, not inside the line."""
+
 _BOM = b"\xef\xbb\xbf"
 _PROGRESS_EVERY = 64 * 1024 * 1024
+_SKIP_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -91,6 +122,8 @@ class DatasetLimits:
     """Subset of :data:`MODALITIES` the base model accepts."""
     max_file_bytes: int | None = None
     """Limit on the converted Gemini JSONL, in bytes."""
+    max_examples_multimodal: int | None = None
+    """Limit on the examples of a dataset with media parts, where it differs from ``max_examples``."""
 
 
 DatasetProblem = Problem
@@ -98,13 +131,17 @@ DatasetProblem = Problem
 
 
 class _Report:
-    """Problems of one file, capped: past the cap only a count is kept."""
+    """Problems and warnings of one file, capped: past the cap only a count is kept."""
 
     def __init__(self, file: str, cap: int) -> None:
         self.file = file
         self.cap = cap
         self.problems: list[DatasetProblem] = []
         self.more = 0
+        self.warnings: list[DatasetProblem] = []
+        self.more_warnings = 0
+        # Problems listed once per file (Finding.repeated): template -> [index in problems, lines that had it].
+        self.repeats: dict[str, list[int]] = {}
 
     @property
     def full(self) -> bool:
@@ -116,10 +153,28 @@ class _Report:
         else:
             self.problems.append(DatasetProblem(self.file, line, column, path, message))
 
+    def warn(self, line: int, message: str) -> None:
+        if len(self.warnings) >= self.cap:
+            self.more_warnings += 1
+        else:
+            self.warnings.append(DatasetProblem(self.file, line, 1, "", f"warning: {message}"))
+
     def finish(self) -> list[DatasetProblem]:
+        for template, (index, lines) in self.repeats.items():
+            if lines > 1 and index >= 0:
+                first = self.problems[index]
+                message = template.replace("{more}", str(lines - 1))
+                self.problems[index] = DatasetProblem(first.file, first.line, first.column, first.path, message)
         if self.more:
             self.problems.append(more_problems(self.file, self.more))
         return self.problems
+
+    def finish_warnings(self) -> tuple[str, ...]:
+        lines = [str(warning) for warning in self.warnings]
+        if self.more_warnings:
+            noun = "warning" if self.more_warnings == 1 else "warnings"
+            lines.append(f"{self.file}: ... and {self.more_warnings} more {noun}")
+        return tuple(lines)
 
 
 def _syntax_problem(error: json.JSONDecodeError) -> tuple[int, str]:
@@ -137,12 +192,17 @@ def _syntax_problem(error: json.JSONDecodeError) -> tuple[int, str]:
             end_column,
             "expected one JSON object per line, got more text after it. Remove it, or put it on its own line.",
         )
+    # The C parser ends some phrases with "at" and leaves the position to the exception's own text.
+    what = error.msg.removesuffix(" at")
     if error.pos >= len(error.doc.rstrip()):
         return (
             end_column,
-            f"expected a complete JSON object on this line, got the end of the line ({error.msg}). {multi_line}",
+            f"expected a complete JSON object on this line, got the end of the line ({what}). {multi_line}",
         )
-    return end_column, f"expected valid JSON, got a syntax error ({error.msg}). Fix the JSON at this column."
+    if what == "Invalid control character":
+        fix = "Write it escaped (\\t, \\n, \\u0001) or remove it."
+        return end_column, f"expected valid JSON, got a raw control character inside a string. {fix}"
+    return end_column, f"expected valid JSON, got a syntax error ({what}). Fix the JSON at this column."
 
 
 def _size(count: int) -> str:
@@ -179,10 +239,11 @@ class _Pass:
         self.token_method = token_method
         self.approx = "" if count_tokens else "about "
         self.report = _Report(shown, max_problems)
-        self.ctx = Context(limits.modalities, count_tokens)
+        self.ctx = Context(limits.modalities, count_tokens, limits.max_tokens_per_example)
         self.check_example = check_gemini if format == "gemini" else check_openai
         self.hasher = hashlib.sha256()
         self.examples = self.example_lines = self.tokens_total = self.tokens_max = self.bytes = 0
+        self.blank_lines = 0
 
     def line(self, number: int, raw: bytes) -> bytes | None:
         """Check one line; returns its converted form (with newline) when it is a valid example."""
@@ -192,6 +253,7 @@ class _Pass:
             report.add(1, 1, "", f"expected UTF-8 without a byte-order mark, got the BOM EF BB BF. {fix}")
             raw = raw[3:]
         if not raw or raw.isspace():
+            self.blank_lines += 1
             return None
         self.example_lines += 1
         fast = self._fast(number, raw)
@@ -222,6 +284,14 @@ class _Pass:
                 number, text.find(name) + 1, "", f"expected a JSON number, got {name}, which JSON does not allow."
             )
             return None
+        except BadNumber as error:
+            literal = str(error)
+            message = (
+                f"expected a finite JSON number, got {literal}, beyond a 64-bit float (about 1.8e308): it would be "
+                "uploaded as Infinity, which is not JSON. Write a smaller number."
+            )
+            report.add(number, text.find(literal) + 1, "", message)
+            return None
         except (ValueError, RecursionError) as error:
             # Parser limits: integers of more than 4300 digits, nesting deeper than the recursion limit.
             report.add(
@@ -235,6 +305,7 @@ class _Pass:
         errs: list[Finding] = []
         self.ctx.line = number
         self.ctx.opaque.clear()
+        self.ctx.counted_partly = False
         # Only an escape can smuggle a lone surrogate through strict UTF-8 decoding. Texts are only searched for one
         # before a tokenizer sees them; otherwise the encoding below finds it, and the check then runs again to say
         # where it is.
@@ -286,6 +357,7 @@ class _Pass:
         first_resolution, seen = ctx.first_resolution, set(ctx.seen)
         ctx.line = number
         ctx.opaque.clear()
+        ctx.counted_partly = False
         ctx.surrogates = False  # orjson refuses lone surrogates
         errs: list[Finding] = []
         converted, tokens = self.check_example(obj, errs, ctx)
@@ -303,13 +375,11 @@ class _Pass:
 
     def _accept(self, number: int, encoded: bytes, tokens: int) -> bytes | None:
         """Count a checked example in, after its token limit; returns ``encoded``, or None when over the limit."""
-        if self.ctx.count_tokens is None:
-            tokens = estimate_from_counts(encoded, self.ctx.frame_other, self.ctx.frame_cheap, self.ctx.turns)
+        ctx = self.ctx
+        if ctx.count_tokens is None:
+            tokens = estimate_from_counts(encoded, ctx.frame_other, ctx.frame_cheap, ctx.turns)
         limit = self.limits.max_tokens_per_example
-        if limit is not None and tokens > limit:
-            got = f"{self.approx}{tokens} ({self.token_method})"
-            message = f"expected at most {limit} tokens per example, got {got}. Shorten or split it."
-            self.report.add(number, 1, "", message)
+        if limit is not None and tokens > limit and not self._within(number, encoded, tokens, limit):
             return None
         self.hasher.update(encoded)
         self.examples += 1
@@ -318,24 +388,72 @@ class _Pass:
         self.tokens_max = max(self.tokens_max, tokens)
         return encoded
 
+    def _within(self, number: int, encoded: bytes, tokens: int, limit: int) -> bool:
+        """For an example whose count is over ``limit``: refuse it (False), or, when the count is only the high
+        estimate and the low one is within the limit, keep it with a warning (True)."""
+        if self.ctx.count_tokens is not None:
+            got = f"{tokens} ({self.token_method})"
+            if self.ctx.counted_partly:
+                got = f"more than {limit} ({self.token_method}: {tokens} when counting stopped)"
+            self.report.add(
+                number, 1, "", f"expected at most {limit} tokens per example, got {got}. Shorten or split it."
+            )
+            return False
+        low = estimate_low_from_counts(encoded, self.ctx.frame_other, self.ctx.frame_cheap)
+        if low > limit:
+            rule = f"text bytes / {LOW_BYTES_PER_TOKEN}"
+            got = f"about {low} even by tuneform's low estimate ({rule}; about {tokens} by its high one)"
+            self.report.add(
+                number, 1, "", f"expected at most {limit} tokens per example, got {got}. Shorten or split it."
+            )
+            return False
+        self.report.warn(
+            number,
+            f"expected at most {limit} tokens per example, got about {tokens} by tuneform's high estimate, {low} by "
+            "its low one: without Gemini's tokenizer the count is an estimate, so the example is kept. Vertex AI "
+            "truncates examples over the limit; shorten it to be sure.",
+        )
+        return True
+
+    def too_long(self, number: int, size: int) -> None:
+        """A line longer than :data:`MAX_LINE_BYTES`, skipped unread."""
+        self.example_lines += 1
+        fix = "Keep each example under it; put files in Cloud Storage and reference them with fileData."
+        limit = f"{MAX_LINE_BYTES >> 20} MiB"
+        self.report.add(number, 1, "", f"expected a line (one example) of at most {limit}, got {_size(size)}. {fix}")
+
     def _report_example(self, number: int, text: str, errs: list[Finding]) -> None:
         """Report the problems of one example, in column order (columns are only computed under the cap)."""
         report = self.report
         if report.full:
             report.more += len(errs)
             return
-        located = [((key_column if at_key else locate)(text, path), path, message) for path, message, at_key in errs]
-        for column, path, message in sorted(located, key=lambda problem: problem[0]):
-            report.add(number, column, render_path(path), message)
+        located = [((key_column if err.at_key else locate)(text, err.path), err) for err in errs]
+        for column, err in sorted(located, key=lambda problem: problem[0]):
+            if err.repeated:
+                seen = report.repeats.get(err.repeated)
+                if seen is not None:
+                    seen[1] += 1
+                    continue
+                report.repeats[err.repeated] = [len(report.problems) if not report.full else -1, 1]
+            report.add(number, column, render_path(err.path), err.message)
 
     def finish_file(self) -> None:
         """File-level checks, after the last line."""
         report, limits, lines = self.report, self.limits, self.example_lines
         if lines == 0:
-            report.add(1, 1, "", "expected at least one example (one JSON object per line), got an empty file.")
+            blank = self.blank_lines
+            got = f"only blank lines ({blank})" if blank > 1 else "only a blank line" if blank else "an empty file"
+            report.add(1, 1, "", f"expected at least one example (one JSON object per line), got {got}.")
         if limits.min_examples is not None and 0 < lines < limits.min_examples:
             report.add(1, 1, "", f"expected at least {limits.min_examples} examples, got {lines}. Add examples.")
-        if limits.max_examples is not None and lines > limits.max_examples:
+        media = sorted(self.ctx.seen - {"text"})
+        if media and limits.max_examples_multimodal is not None:
+            if lines > limits.max_examples_multimodal:
+                most = f"at most {limits.max_examples_multimodal} examples in a multimodal dataset"
+                message = f"expected {most} (this one has {', '.join(media)} parts), got {lines}. Remove examples."
+                report.add(1, 1, "", message)
+        elif limits.max_examples is not None and lines > limits.max_examples:
             fix = "Remove examples (or move them to the training set)."
             report.add(1, 1, "", f"expected at most {limits.max_examples} examples, got {lines}. {fix}")
         if limits.max_file_bytes is not None and self.bytes > limits.max_file_bytes:
@@ -355,6 +473,7 @@ class _Pass:
             modalities=frozenset(self.ctx.seen),
             bytes=self.bytes,
             converted_path=converted_path,
+            warnings=self.report.finish_warnings(),
         )
 
 
@@ -366,7 +485,7 @@ def check_dataset(
     count_tokens: Callable[[str], int] | None = None,
     token_method: str | None = None,
     convert_to: str | Path | None = None,
-    max_problems: int = 100,
+    max_problems: int = MAX_PROBLEMS_PER_FILE,
     display_path: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[DatasetSummary, list[DatasetProblem]]:
@@ -399,6 +518,14 @@ def check_dataset(
         shown, format, limits=limits, count_tokens=count_tokens, token_method=token_method, max_problems=max_problems
     )
     try:
+        kind = os.stat(path).st_mode
+        if not stat.S_ISREG(kind):
+            # Opening a FIFO blocks until a writer comes; a directory cannot be read as lines.
+            got = "a directory" if stat.S_ISDIR(kind) else "a FIFO (named pipe)" if stat.S_ISFIFO(kind) else None
+            state.report.add(
+                1, 1, "", f"expected a regular file, got {got or 'a special file'}. Name the .jsonl file."
+            )
+            return state.summary(None), state.report.finish()
         source = open(path, "rb")  # noqa: SIM115 - closed by the with block below
     except OSError as error:
         state.report.add(1, 1, "", f"expected a readable file, got {error.strerror or error}. Check the dataset path.")
@@ -415,12 +542,21 @@ def check_dataset(
         try:
             consumed = 0
             next_progress = _PROGRESS_EVERY
-            for number, raw in enumerate(source, 1):
-                encoded = state.line(number, raw)
+            # At most MAX_LINE_BYTES + 1 bytes per read: a line that long is refused and the rest of it skipped in
+            # chunks, so no line costs more memory than that.
+            lines = iter(functools.partial(source.readline, MAX_LINE_BYTES + 1), b"")
+            for number, raw in enumerate(lines, 1):
+                size = len(raw)
+                if size > MAX_LINE_BYTES and raw[-1:] != b"\n":
+                    size += _skip_line(source)
+                    state.too_long(number, size)
+                    encoded = None
+                else:
+                    encoded = state.line(number, raw)
                 if output is not None and encoded is not None:
                     output.write(encoded)
                 if progress is not None:
-                    consumed += len(raw)
+                    consumed += size
                     if consumed >= next_progress:
                         progress(f"{shown}: {consumed >> 20} of {total} MiB checked, {state.examples} examples")
                         next_progress += _PROGRESS_EVERY
@@ -437,6 +573,16 @@ def check_dataset(
             if temporary is not None:
                 Path(temporary).unlink(missing_ok=True)
     return state.summary(converted_path), state.report.finish()
+
+
+def _skip_line(source: BinaryIO) -> int:
+    """Read past the rest of the current line in bounded chunks; returns how many bytes that was."""
+    skipped = 0
+    while True:
+        chunk = source.readline(_SKIP_CHUNK)
+        skipped += len(chunk)
+        if not chunk or chunk[-1:] == b"\n":
+            return skipped
 
 
 def iter_gemini_examples(path: str | Path) -> Iterator[dict[str, Any]]:

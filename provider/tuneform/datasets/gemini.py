@@ -9,12 +9,12 @@ copy without what Vertex ignores) with its exact token count, counting the canon
 
 from __future__ import annotations
 
-import binascii
 import json
 from typing import Any
 
 from tuneform.datasets._locate import PathKey
 from tuneform.datasets.canonical import PART_CHARS, TURN_CHARS
+from tuneform.datasets.media import check_file_count, check_mime, check_uri, count_file
 from tuneform.datasets.rules import (
     MISSING,
     TOOLS_FIX,
@@ -37,98 +37,46 @@ GEMINI_KEYS = ("contents", "systemInstruction", "generationConfig")
 
 PART_KINDS = ("text", "fileData", "inlineData")
 
+_SNAKE_SYSTEM = "system_instruction"
+
+_LISTED = ("text", "fileData", "videoMetadata")
+"""The part keys a message suggests (``inlineData`` is known, to be refused with its own message)."""
+
+_INLINE_REFUSED = (
+    'expected "fileData" (a file in Cloud Storage or at a public URL), got "inlineData": Vertex AI\'s tuning format '
+    "takes text and fileData parts only. Upload the file and write "
+    '{"fileData": {"mimeType": "image/png", "fileUri": "gs://bucket/file.png"}}.'
+)
+
 _TURN_OTHER, _TURN_CHEAP = TURN_FRAMING
 _PART_OTHER, _PART_CHEAP = TEXT_PART_FRAMING
 
 
-def _modality(mime: str) -> str | None:
-    if mime in ("application/pdf", "text/plain"):
-        return "document"
-    major, _, minor = mime.partition("/")
-    if major in ("image", "audio", "video") and minor:
-        return major
-    return None
-
-
-def _check_mime(mime: Any, path: tuple[PathKey, ...], errs: list[Finding], ctx: Context) -> None:
-    modality = _modality(mime) if isinstance(mime, str) else None
-    if modality is None:
-        errs.append(
-            Finding(
-                path,
-                "expected the MIME type of an image (image/*), audio (audio/*), video (video/*) or document "
-                f'(application/pdf, text/plain), got {describe(mime)}. Write e.g. "mimeType": "image/jpeg".',
-                False,
-            )
-        )
-    elif modality not in ctx.allowed:
-        accepted = ", ".join(sorted(ctx.allowed))
-        errs.append(
-            Finding(
-                path,
-                f"expected a file type the base model accepts ({accepted}), got {describe(mime)} ({modality}). "
-                f"Choose a base model that accepts {modality} input, or remove this part.",
-                False,
-            )
-        )
-    else:
-        ctx.seen.add(modality)
-
-
-def _check_media(
-    value: Any, path: tuple[PathKey, ...], errs: list[Finding], ctx: Context, *, key: str, shape: str
-) -> set[str] | None:
-    """Check that a ``fileData``/``inlineData`` part is an object ``shape`` with only ``mimeType`` and ``key``, and
-    its ``mimeType``; returns the keys its misspelt keys seem to mean, or ``None`` when it is not an object."""
+def _check_file_data(
+    value: Any, path: tuple[PathKey, ...], errs: list[Finding], ctx: Context, *, role: str | None
+) -> None:
+    """A ``fileData`` part: ``{"mimeType": ..., "fileUri": ...}`` with a documented type and URI (see media.py)."""
     if not isinstance(value, dict):
+        shape = '{"mimeType": "image/jpeg", "fileUri": "gs://bucket/file.jpg"}'
         errs.append(Finding(path, f"expected an object {shape}, got {describe(value)}.", False))
-        return None
-    meant = check_keys(value, path, ("mimeType", key), errs)
+        return
+    meant = check_keys(value, path, ("mimeType", "fileUri"), errs)
     if not absent(value, "mimeType", meant):
-        _check_mime(value.get("mimeType", MISSING), (*path, "mimeType"), errs, ctx)
-    return meant
-
-
-def _check_file_data(value: Any, path: tuple[PathKey, ...], errs: list[Finding], ctx: Context) -> None:
-    shape = '{"mimeType": "image/jpeg", "fileUri": "gs://bucket/file.jpg"}'
-    meant = _check_media(value, path, errs, ctx, key="fileUri", shape=shape)
-    if meant is None:
-        return
-    uri = value.get("fileUri", MISSING)
-    if absent(value, "fileUri", meant):
-        pass
-    elif not isinstance(uri, str) or not uri.startswith(("gs://", "https://")) or uri in ("gs://", "https://"):
-        fix = (
-            "Use https://; plain http:// is refused."
-            if isinstance(uri, str) and uri.startswith("http://")
-            else "Upload the file to Cloud Storage and write its gs://bucket/path URI."
-        )
-        errs.append(
-            Finding((*path, "fileUri"), f"expected a gs:// or https:// URI, got {describe(uri)}. {fix}", False)
-        )
-
-
-def _check_inline_data(value: Any, path: tuple[PathKey, ...], errs: list[Finding], ctx: Context) -> None:
-    shape = '{"mimeType": "image/png", "data": "<base64>"}'
-    meant = _check_media(value, path, errs, ctx, key="data", shape=shape)
-    if meant is None:
-        return
-    data = value.get("data", MISSING)
-    valid = isinstance(data, str) and bool(data) or absent(value, "data", meant)
-    if valid and data is not MISSING:
-        try:
-            binascii.a2b_base64(data, strict_mode=True)
-        except (binascii.Error, ValueError):
-            valid = False
-    if not valid:
-        shown = "a string that is not base64" if isinstance(data, str) and data else describe(data)
-        errs.append(Finding((*path, "data"), f"expected non-empty base64-encoded bytes, got {shown}.", False))
+        modality = check_mime(value.get("mimeType", MISSING), (*path, "mimeType"), errs, ctx)
+        if modality is not None:
+            count_file(ctx, modality, path)
+    if not absent(value, "fileUri", meant):
+        check_uri(value.get("fileUri", MISSING), (*path, "fileUri"), errs)
+    if role == "model":
+        # The pages show files in user turns only (V-media) and Gemini answers in text: the stricter rule.
+        fix = "Tuning teaches the model turns, and Gemini answers in text: move the file to the user turn before it."
+        errs.append(Finding(path, f'expected text in a model turn, got "fileData". {fix}', True))
 
 
 def _check_parts(
-    parts: Any, path: tuple[PathKey, ...], errs: list[Finding], ctx: Context, *, text_only: bool
+    parts: Any, path: tuple[PathKey, ...], errs: list[Finding], ctx: Context, *, text_only: bool, role: Any = None
 ) -> list[str]:
-    """Check ``parts`` at ``path + ("parts",)``; returns the texts of its text parts."""
+    """Check ``parts`` at ``path + ("parts",)`` of a turn with ``role``; returns the texts of its text parts."""
     here = (*path, "parts")
     if not isinstance(parts, list) or not parts:
         fix = 'Write "parts": [{"text": "..."}].'
@@ -147,7 +95,7 @@ def _check_parts(
         at = (*here, index)
         if not isinstance(part, dict):
             fix = f" Write {{{json.dumps('text')}: {describe(part)}}}." if isinstance(part, str) else ""
-            kinds = '"text", "fileData" or "inlineData"'
+            kinds = '"text" or "fileData"'
             errs.append(Finding(at, f"expected an object with one of {kinds}, got {describe(part)}.{fix}", False))
             continue
         unknown = False
@@ -157,20 +105,18 @@ def _check_parts(
                 if key in ("functionCall", "functionResponse"):
                     errs.append(Finding((*at, key), f"expected no function calls, got {key}. {TOOLS_FIX}", True))
                 else:
-                    unknown_key(errs, (*at, key), known)
+                    unknown_key(errs, (*at, key), _LISTED)
         kinds_here = [kind for kind in PART_KINDS if kind in part]
         if not kinds_here:
             if not unknown:
-                errs.append(
-                    Finding(at, f'expected one of "text", "fileData" or "inlineData", got {describe(part)}.', False)
-                )
+                errs.append(Finding(at, f'expected one of "text" or "fileData", got {describe(part)}.', False))
             continue
         if len(kinds_here) > 1:
             both = " and ".join(f'"{kind}"' for kind in kinds_here)
             errs.append(
                 Finding(
                     at,
-                    f"expected exactly one of text, fileData, inlineData, got {both}. Give each its own part.",
+                    f"expected exactly one of text and fileData, got {both}. Give each its own part.",
                     False,
                 )
             )
@@ -186,9 +132,9 @@ def _check_parts(
             elif valid_unicode(text, (*at, "text"), errs, ctx):
                 texts.append(text)
         elif kind == "fileData":
-            _check_file_data(part["fileData"], (*at, "fileData"), errs, ctx)
+            _check_file_data(part["fileData"], (*at, "fileData"), errs, ctx, role=role)
         else:
-            _check_inline_data(part["inlineData"], (*at, "inlineData"), errs, ctx)
+            errs.append(Finding((*at, "inlineData"), _INLINE_REFUSED, True))
         if "videoMetadata" in part:
             ctx.opaque.append(part["videoMetadata"])
             if kind != "fileData":
@@ -219,29 +165,45 @@ def check_gemini(obj: dict[str, Any], errs: list[Finding], ctx: Context) -> tupl
             continue
         if key == "tools":
             errs.append(Finding(("tools",), f"expected no tools, got {describe(value)}. {TOOLS_FIX}", True))
+        elif key == _SNAKE_SYSTEM:
+            if "systemInstruction" in obj:
+                message = 'expected one system instruction, got both "systemInstruction" and "system_instruction".'
+                errs.append(Finding((key,), f"{message} Keep one.", True))
         elif key == "messages" and "contents" not in obj:
-            fix = 'This line is OpenAI chat format: set "format: openai-chat" under spec.dataset.'
-            errs.append(Finding(("messages",), f'expected the Gemini key "contents", got "messages". {fix}', True))
+            head = 'expected the Gemini key "contents", got "messages".'
+            fix = 'OpenAI chat format: set "format: openai-chat" under spec.dataset.'
+            errs.append(
+                Finding(
+                    ("messages",),
+                    f"{head} This line is {fix}",
+                    True,
+                    repeated=f"{head} This line and {{more}} more are {fix}",
+                )
+            )
             meant.add("contents")
         else:
             meant.add(unknown_key(errs, (key,), GEMINI_KEYS) or "")
-    system = obj.get("systemInstruction", MISSING)
+    # Google's own function-calling tuning example writes "system_instruction" (its proto field name, which proto
+    # JSON accepts beside systemInstruction); it converts to systemInstruction, so both spellings hash alike.
+    name = _SNAKE_SYSTEM if _SNAKE_SYSTEM in obj and "systemInstruction" not in obj else "systemInstruction"
+    system = obj.get(name, MISSING)
     if system is not MISSING:
         if isinstance(system, dict):
-            system_meant = check_keys(system, ("systemInstruction",), ("parts", "role"), errs)
+            system_meant = check_keys(system, (name,), ("parts", "role"), errs)
             if not absent(system, "parts", system_meant):
                 parts = system.get("parts", MISSING)
-                texts = _check_parts(parts, ("systemInstruction",), errs, ctx, text_only=True)
+                texts = _check_parts(parts, (name,), errs, ctx, text_only=True)
                 tokens += ctx.turn_tokens(texts)
                 ctx.add_turn(None, parts, texts, system=True)
             if len(system) != 1:
                 ctx.simple = False
-            if "role" in system:
+            if "role" in system or name == _SNAKE_SYSTEM:
                 # Vertex ignores this role; dropping it makes a Gemini file and its OpenAI twin hash alike.
-                converted = {**obj, "systemInstruction": {k: v for k, v in system.items() if k != "role"}}
+                converted = {key: value for key, value in obj.items() if key != name}
+                converted["systemInstruction"] = {k: v for k, v in system.items() if k != "role"}
         else:
             shape = '{"parts": [{"text": "..."}]}'
-            errs.append(Finding(("systemInstruction",), f"expected an object {shape}, got {describe(system)}.", False))
+            errs.append(Finding((name,), f"expected an object {shape}, got {describe(system)}.", False))
     if "generationConfig" in obj:
         ctx.opaque.append(obj["generationConfig"])
         _check_generation_config(obj["generationConfig"], errs, ctx)
@@ -261,7 +223,7 @@ def check_gemini(obj: dict[str, Any], errs: list[Finding], ctx: Context) -> tupl
             parts = turn.get("parts")
             if role in ("user", "model") and type(parts) is list:
                 roles.append((index, role))
-                texts = _check_parts(parts, at, errs, ctx, text_only=False)
+                texts = _check_parts(parts, at, errs, ctx, text_only=False, role=role)
                 if ctx.count_tokens is not None:
                     tokens += ctx.turn_tokens(texts)
                 # ctx.add_turn, inlined: this runs for nearly every turn of a file.
@@ -297,10 +259,12 @@ def check_gemini(obj: dict[str, Any], errs: list[Finding], ctx: Context) -> tupl
                 errs.append(Finding((*at, "role"), f'expected "user" or "model", got {describe(role)}.{fix}', False))
         if not absent(turn, "parts", turn_meant):
             parts = turn.get("parts", MISSING)
-            texts = _check_parts(parts, at, errs, ctx, text_only=False)
+            texts = _check_parts(parts, at, errs, ctx, text_only=False, role=role)
             tokens += ctx.turn_tokens(texts)
             ctx.add_turn(role, parts, texts)
     check_roles(roles, ("user", "model"), "contents", errs)
+    if ctx.files:
+        check_file_count(ctx, errs)
     return converted, tokens
 
 

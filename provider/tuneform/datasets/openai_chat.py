@@ -80,16 +80,19 @@ def check_openai(obj: dict[str, Any], errs: list[Finding], ctx: Context) -> tupl
         if key in ("tools", "functions", "parallel_tool_calls"):
             errs.append(Finding((key,), f"expected no {key}, got {describe(value)}. {TOOLS_FIX}", True))
         elif key == "contents" and "messages" not in obj:
-            fix = 'This line is Gemini format: set "format: gemini" under spec.dataset.'
-            errs.append(
-                Finding(("contents",), f'expected the OpenAI chat key "messages", got "contents". {fix}', True)
-            )
+            head = 'expected the OpenAI chat key "messages", got "contents".'
+            fix = 'Gemini format: set "format: gemini" under spec.dataset.'
+            more = f"{head} This line and {{more}} more are {fix}"
+            errs.append(Finding(("contents",), f"{head} This line is {fix}", True, repeated=more))
             meant.add("messages")
         elif key in ("prompt", "completion") and "messages" not in obj:
             if "messages" not in meant:
                 shape = '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}'
                 message = f'expected "messages", got a prompt/completion pair. Write it as {shape}.'
-                errs.append(Finding((key,), message, True))
+                more = message.replace(
+                    "a prompt/completion pair", "prompt/completion pairs on this line and {more} more"
+                )
+                errs.append(Finding((key,), message, True, repeated=more.replace("Write it", "Write each")))
             meant.add("messages")
         else:
             meant.add(unknown_key(errs, (key,), ("messages",)) or "")

@@ -38,6 +38,9 @@ MISSING: Any = object()
 
 TOOLS_FIX = "tuneform does not tune function calling; remove the tool definitions and tool-call turns."
 
+_PIECE = 1 << 16
+"""Characters of text counted at once by an exact count (see ``Context._count_long``)."""
+
 
 class Finding(NamedTuple):
     """One problem in one example, before it is located in the line."""
@@ -47,6 +50,9 @@ class Finding(NamedTuple):
     message: str
     at_key: bool
     """Whether the column is the key's (unknown keys) rather than the value's."""
+    repeated: str = ""
+    """For a problem that, once seen, is likely on every line (a file in the other format): the message to show
+    instead when ``{more}`` more lines have it too; they are then counted, not listed. Empty for other problems."""
 
 
 class Context:
@@ -55,6 +61,8 @@ class Context:
     __slots__ = (
         "allowed",
         "count_tokens",
+        "counted_partly",
+        "files",
         "first_resolution",
         "frame_cheap",
         "frame_other",
@@ -64,12 +72,18 @@ class Context:
         "seen",
         "simple",
         "surrogates",
+        "token_budget",
         "turns",
     )
 
-    def __init__(self, allowed: frozenset[str], count_tokens: Callable[[str], int] | None) -> None:
+    def __init__(
+        self, allowed: frozenset[str], count_tokens: Callable[[str], int] | None, token_budget: int | None = None
+    ) -> None:
         self.allowed = allowed
         self.count_tokens = count_tokens
+        # Exact counts of long texts stop past this (the limit per example); see _count_long.
+        self.token_budget = token_budget
+        self.counted_partly = False
         self.seen: set[str] = set()
         self.first_resolution: tuple[int, Any] | None = None
         self.line = 0
@@ -83,6 +97,8 @@ class Context:
         # The current example's canonical framing bytes (other, cheap: see tokens.py), turns, and canonical length
         # in characters (framing + texts, escapes not counted), summed while its turns are checked.
         self.frame_other = self.frame_cheap = self.turns = self.length = 0
+        # The current example's files per modality: (count, path of the first over the limit); see media.py.
+        self.files: dict[str, tuple[int, tuple[PathKey, ...]]] = {}
 
     def start(self, turns: int) -> None:
         """Reset the framing counts for an example with ``turns`` turns in ``contents``."""
@@ -90,6 +106,8 @@ class Context:
         self.frame_other += turns - 1
         self.length = TOP_CHARS + turns - 1
         self.turns = 0
+        if self.files:
+            self.files = {}
 
     def add_turn(self, role: Any, parts: Any, texts: list[str], *, system: bool = False) -> None:
         """Count the framing of one turn (or of the system instruction) in the canonical form."""
@@ -106,7 +124,32 @@ class Context:
         # Estimates are made per example from the converted line, once it exists (see check._Pass.line).
         if self.count_tokens is None or not texts:
             return 0
-        return self.count_tokens("".join(texts))
+        text = "".join(texts)
+        if len(text) <= _PIECE:
+            return self.count_tokens(text)
+        return self._count_long(text, self.count_tokens)
+
+    def _count_long(self, text: str, count: Callable[[str], int]) -> int:
+        """Count a long text in pieces, stopping once past ``token_budget`` (then ``counted_partly`` is set).
+
+        Counted whole, an 8 MiB text took SmolLM2's tokenizer 5 s and 1.4 GB; in pieces of 64 Ki characters memory
+        stays flat, and an example already over its limit is not counted to the end. Pieces are cut before a space,
+        where byte-level pre-tokenizers cut too, so the sum is the whole count except where a run of several spaces
+        is cut in two (one token more or less). Only texts over 64 Ki characters take this way: at 4 characters per
+        token, longer than every local model's limit.
+        """
+        total = start = 0
+        while start < len(text):
+            end = start + _PIECE
+            if end < len(text):
+                cut = text.rfind(" ", start + _PIECE // 2, end)
+                end = cut if cut > start else end
+            total += count(text[start:end])
+            start = end
+            if self.token_budget is not None and total > self.token_budget and start < len(text):
+                self.counted_partly = True
+                break
+        return total
 
 
 def render_path(path: tuple[PathKey, ...]) -> str:

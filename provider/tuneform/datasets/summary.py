@@ -37,6 +37,10 @@ class DatasetSummary:
     """Size of the converted Gemini JSONL (what is hashed and uploaded)."""
     converted_path: str | None
     """Where the converted file was written (``convert_to``), or ``None``."""
+    warnings: tuple[str, ...] = ()
+    """What is valid but needs attention, one printed line each (``file:line:col: warning: ...``): an example whose
+    estimated token count is over the limit while its low estimate is not. Kept with the summary, so a cached
+    summary repeats them."""
 
     def to_json(self) -> dict[str, Any]:
         """The summary as a JSON-ready dict (``modalities`` as a sorted list).
@@ -57,6 +61,7 @@ class DatasetSummary:
             "modalities": sorted(self.modalities),
             "bytes": self.bytes,
             "convertedPath": self.converted_path,
+            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -87,6 +92,8 @@ class DatasetSummary:
                 modalities=frozenset(data["modalities"]),
                 bytes=data["bytes"],
                 converted_path=data["convertedPath"],
+                # Summaries cached before warnings existed have none.
+                warnings=tuple(data.get("warnings", ())),
             )
         except KeyError as missing:
             raise ValueError(f"{missing.args[0]}: expected a summary field, got nothing") from None

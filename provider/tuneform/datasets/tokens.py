@@ -43,6 +43,17 @@ non-ASCII character). Why it errs high:
 It can undercount text where single letters alternate with digits (hexadecimal ids, base64): SmolLM2 gives 36 tokens
 for a 36-character UUID, the estimate 26 + 5. ``tests/test_datasets_tokens.py`` checks the estimate against the
 SmolLM2 tokenizer on the example datasets and on mixed text.
+
+**Low estimate**, used only to decide whether an estimate may refuse an example: ``floor(text_bytes / 8)``, where
+``text_bytes`` are the bytes of the canonical line minus its JSON framing (the same subtraction as above), with no
+per-turn overhead. Google gives "about 4 characters" per Gemini token (https://ai.google.dev/gemini-api/docs/tokens);
+8 UTF-8 bytes per token is twice that for English, about three times for other scripts (a non-ASCII character is 2-4
+bytes and rarely more than one token's worth of a Gemini token), and media parts, which cost tokens, count for
+nothing. So a high estimate over a model's limit refuses an example only when the low estimate is over it too;
+between the two, the check warns and says that the count is an estimate (Google's own token-count notebook,
+sources.yaml: NB-cost, notes that examples over the limit "will be truncated during tuning"). The low estimate is
+not a proof: text made of long runs of one character (a line of 10,000 spaces) can tokenize into fewer tokens.
+The exact counts of ``tests/test_datasets_tokens.py`` stay above it on every example they check.
 """
 
 from __future__ import annotations
@@ -112,6 +123,25 @@ def estimate_from_counts(line: bytes, frame_other: int, frame_cheap: int, turns:
     other = len(line.translate(None, _CHEAP_BYTES))
     cheap = len(line) - other - line.endswith(b"\n")
     return other - frame_other + (cheap - frame_cheap + 2) // 3 + TURN_OVERHEAD * turns
+
+
+LOW_BYTES_PER_TOKEN = 8
+"""UTF-8 bytes of text per token in the low estimate (module docstring)."""
+
+
+def estimate_low_from_counts(line: bytes, frame_other: int, frame_cheap: int) -> int:
+    """The low estimate of a canonical ``line`` whose framing (see :func:`framing`) is already counted.
+
+    Args:
+        line: The canonical bytes of the example (a trailing newline is ignored).
+        frame_other: "Other" bytes of the framing.
+        frame_cheap: "Cheap" bytes of the framing.
+
+    Returns:
+        The low estimate: the text's UTF-8 bytes over :data:`LOW_BYTES_PER_TOKEN`, no chat-template overhead.
+    """
+    text_bytes = len(line) - line.endswith(b"\n") - frame_other - frame_cheap
+    return max(0, text_bytes) // LOW_BYTES_PER_TOKEN
 
 
 def estimate_line_tokens(line: bytes, example: dict[str, Any]) -> int:

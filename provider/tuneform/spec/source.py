@@ -3,10 +3,25 @@
 PyYAML's composer keeps a ``start_mark`` on every node; the constructed Python data does not. We compose each
 document, record the marks by field path, then construct it with the same SafeLoader, so every later message can
 point at ``file:line:col``.
+
+A spec file is input from anyone who can open a pull request, so what reading it may cost is bounded before PyYAML
+composes it (measured figures in ``docs/spec.md``, "Hostile input"):
+
+- at most :data:`MAX_SPEC_BYTES` per file, checked before the file is read;
+- nesting at most :data:`MAX_DEPTH` levels: libyaml's composer recurses in C and crashes the process on about
+  100,000 nested ``[`` (200 KB), and every later walk of the data recurses in Python;
+- aliases that expand to at most :data:`MAX_ALIAS_NODES` nodes in all: nine anchors of nine aliases each (about
+  1 KB) expand to 9^7 nodes, which every walk of the constructed data (records, schema, rules) would visit, and a
+  merge key (``<<: *a``) copies the merged pairs. An alias inside its own anchor (a value that contains itself) is
+  refused too.
+
+The last two are measured on the YAML event stream (:func:`_bounds_problem`), which libyaml produces without
+recursion and which gives each alias its own position, so the message points at the alias that crossed the line.
 """
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +31,27 @@ import yaml
 
 from tuneform.spec.errors import Problem
 
-__all__ = ["FieldPath", "SourceDocument", "display_name", "dotted", "read_documents"]
+__all__ = [
+    "MAX_ALIAS_NODES",
+    "MAX_DEPTH",
+    "MAX_SPEC_BYTES",
+    "FieldPath",
+    "SourceDocument",
+    "display_name",
+    "dotted",
+    "read_documents",
+]
+
+MAX_SPEC_BYTES = 1 << 20
+"""Largest spec file read (1 MiB): the shipped specs are 1-3 KB, the largest plausible one (every field, 64 labels,
+both targets) under 10 KB."""
+
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists in a spec file; a spec needs 6 (``spec.targets.local.lora.targetModules``)."""
+
+MAX_ALIAS_NODES = 10_000
+"""Nodes that aliases may add to a spec file in all (each use of an alias adds the nodes of its anchor, expanded):
+sharing a block of hyperparameters or labels between a few documents takes tens to hundreds."""
 
 FieldPath = tuple[Any, ...]
 
@@ -167,7 +202,9 @@ def read_documents(path: Path) -> tuple[list[SourceDocument], list[Problem]]:
     """
     file = display_name(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_bounded(file, path)
+        if isinstance(text, Problem):
+            return [], [text]
     except FileNotFoundError:
         return [], [Problem(file, 1, 1, "document", "expected a spec file, got no such file. Check the path.")]
     except IsADirectoryError:
@@ -185,6 +222,9 @@ def read_documents(path: Path) -> tuple[list[SourceDocument], list[Problem]]:
     except OSError as error:
         return [], [Problem(file, 1, 1, "document", f"expected a readable file, got {error.strerror}.")]
 
+    bounds = _bounds_problem(file, text)
+    if bounds is not None:
+        return [], [bounds]
     if _FAST_LOADER is not None:
         try:
             return _compose(file, path, text, _FAST_LOADER)
@@ -196,6 +236,105 @@ def read_documents(path: Path) -> tuple[list[SourceDocument], list[Problem]]:
 
 # libyaml composes about 5x faster, which `pulumi preview` of a repository with many specs notices.
 _FAST_LOADER: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+
+
+def _size(count: int) -> str:
+    if count >= 1 << 20:
+        return f"{count / (1 << 20):.1f} MiB ({count} bytes)"
+    return f"{count / 1024:.1f} KiB ({count} bytes)"
+
+
+def _read_bounded(file: str, path: Path) -> str | Problem:
+    """The text of a spec file, or the problem that keeps it from being read: too big, or not a regular file.
+
+    The size is checked before reading (and again on what was read, for a file that grows meanwhile), so a 50 MB
+    file costs one ``stat``. A FIFO would block ``read`` forever and a device could stream without end.
+    """
+    info = path.stat()
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else "a special file"
+        return Problem(file, 1, 1, "document", f"expected a regular spec file, got {kind}. Name the .yaml file.")
+    limit = f"{MAX_SPEC_BYTES >> 20} MiB"
+    fix = "Split it into smaller spec files (a spec is a few kilobytes), or remove what it does not need."
+    if info.st_size > MAX_SPEC_BYTES:
+        return Problem(
+            file, 1, 1, "document", f"expected a spec file of at most {limit}, got {_size(info.st_size)}. {fix}"
+        )
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES:
+        return Problem(
+            file, 1, 1, "document", f"expected a spec file of at most {limit}, got more while reading it. {fix}"
+        )
+    # The same text read_text gives: universal newlines, so marks count lines as before.
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _event_position(event: yaml.Event) -> tuple[int, int]:
+    mark = event.start_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+def _bounds_problem(file: str, text: str) -> Problem | None:
+    """The problem of a YAML text nested deeper than :data:`MAX_DEPTH` or whose aliases expand past
+    :data:`MAX_ALIAS_NODES`, located at the collection or alias that crosses the line; ``None`` when within bounds.
+
+    Walks the event stream once, keeping the expanded size of every anchored node (its nodes, its aliases
+    expanded), so an alias costs what walking its anchor again would. Syntax errors are left to the composer,
+    which reports them with PyYAML's words.
+    """
+    loader = (_FAST_LOADER or yaml.SafeLoader)(text)
+    sizes: dict[str, int] = {}
+    # One frame per open collection: [expanded nodes so far, its anchor].
+    frames: list[list[Any]] = []
+    added = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                if len(frames) >= MAX_DEPTH:
+                    line, column = _event_position(event)
+                    message = (
+                        f"expected YAML nested at most {MAX_DEPTH} levels deep, got deeper here. Flatten it: a "
+                        "spec nests a few levels only."
+                    )
+                    return Problem(file, line, column, "yaml", message)
+                frames.append([1, event.anchor])
+                continue
+            if isinstance(event, yaml.CollectionEndEvent):
+                size, anchor = frames.pop()
+            elif isinstance(event, yaml.AliasEvent):
+                line, column = _event_position(event)
+                if any(frame[1] == event.anchor for frame in frames):
+                    message = (
+                        f"expected an alias outside its own anchor, got *{event.anchor} inside &{event.anchor}: the "
+                        "value would contain itself. Remove the alias."
+                    )
+                    return Problem(file, line, column, "yaml", message)
+                size, anchor = sizes.get(str(event.anchor), 1), None
+                added += size
+                if added > MAX_ALIAS_NODES:
+                    message = (
+                        f"expected YAML whose aliases add at most {MAX_ALIAS_NODES:,} nodes, got more at this alias "
+                        f"(*{event.anchor}, {size:,} nodes): aliases of aliases multiply. Write the values out, or "
+                        "alias only small blocks."
+                    )
+                    return Problem(file, line, column, "yaml", message)
+            elif isinstance(event, yaml.ScalarEvent):
+                size, anchor = 1, event.anchor
+            else:
+                continue
+            if anchor is not None:
+                sizes[anchor] = size
+            if frames:
+                frames[-1][0] += size
+    except yaml.YAMLError:
+        return None
+    finally:
+        loader.dispose()
+    return None
 
 
 def _compose(
