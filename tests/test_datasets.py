@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,104 @@ def test_converted_bytes_equal_json_dumps_canonical_form(
     # refuses without looking closer: backslash-u, backslash-slash); nothing else is.
     copy_expected = "\\u" not in variants[0] and "\\/" not in variants[0]
     assert set(copied) == ({(variants[0] + "\n").encode()} if copy_expected else set())
+
+
+# --- Google's rules that accept (the corpus holds the refusals) ---------------------------------------------------
+
+
+def test_system_instruction_in_snake_case_is_accepted_and_hashes_like_camel_case(tmp_path: Path) -> None:
+    # Google's function-calling tuning example writes "system_instruction" with a role.
+    camel = [json.dumps(gemini_example(u, m)) for u, m in TICKETS]
+    snake = [
+        json.dumps({"system_instruction": {"role": "system", "parts": [{"text": SYSTEM}]}, "contents": e["contents"]})
+        for e in map(json.loads, camel)
+    ]
+    converted = tmp_path / "converted.jsonl"
+    from_camel, problems_camel = check(write(tmp_path / "camel.jsonl", camel))
+    from_snake, problems_snake = check(write(tmp_path / "snake.jsonl", snake), convert_to=converted)
+    assert problems_camel == problems_snake == []
+    assert from_snake.sha256 == from_camel.sha256
+    assert "systemInstruction" in next(iter_gemini_examples(converted))
+
+
+def test_documented_files_are_accepted_up_to_the_documented_counts(tmp_path: Path) -> None:
+    def file(mime: str, uri: str) -> dict[str, Any]:
+        return {"fileData": {"mimeType": mime, "fileUri": uri}}
+
+    parts = [file("image/jpeg", f"gs://bucket/{i}.jpg") for i in range(29)]
+    parts += [file("image/png", "https://example.com/a.png"), file("application/pdf", "http://example.com/a.pdf")]
+    parts += [file("text/plain", f"gs://bucket/{i}.txt") for i in range(3)]
+    parts += [file("audio/mpeg", "gs://bucket/a.mp3"), file("video/mp4", "gs://bucket/a.mp4"), {"text": "which?"}]
+    example = {"contents": [{"role": "user", "parts": parts}, {"role": "model", "parts": [{"text": "the third"}]}]}
+    limits = DatasetLimits(modalities=frozenset({"text", "image", "document", "audio", "video"}))
+    summary, problems = check(write(tmp_path / "media.jsonl", [json.dumps(example)]), limits=limits)
+    assert problems == []
+    assert summary.modalities == {"text", "image", "document", "audio", "video"}
+
+
+def test_an_estimate_over_the_limit_warns_and_a_cached_summary_keeps_the_warning(tmp_path: Path) -> None:
+    long = " ".join(["word"] * 60)
+    source = write(tmp_path / "long.jsonl", [json.dumps(gemini_example(long, "billing"))])
+    summary, problems = check(source, limits=DatasetLimits(max_tokens_per_example=60), display_path="long.jsonl")
+    assert problems == []
+    assert summary.examples == 1
+    assert [line.split(": warning: ")[0] for line in summary.warnings] == ["long.jsonl:1:1"]
+    assert "the count is an estimate, so the example is kept" in summary.warnings[0]
+    write_summary(summary, tmp_path / "summary.json")
+    assert read_summary(tmp_path / "summary.json").warnings == summary.warnings
+    # The same example counted exactly is refused: only an estimate gets the benefit of the doubt.
+    _, exact = check(source, limits=DatasetLimits(max_tokens_per_example=5), count_tokens=len)
+    assert [problem.message.split(",")[0] for problem in exact] == ["expected at most 5 tokens per example"]
+
+
+def test_summaries_cached_before_warnings_existed_still_read(tmp_path: Path) -> None:
+    summary, _ = check(write(tmp_path / "a.jsonl", [json.dumps(gemini_example("hi", "billing"))]))
+    data = summary.to_json()
+    del data["warnings"]
+    assert DatasetSummary.from_json(data).warnings == ()
+
+
+def test_an_over_long_line_is_refused_and_the_next_line_still_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(check_module, "MAX_LINE_BYTES", 4096)
+    monkeypatch.setattr(check_module, "_SKIP_CHUNK", 1000)
+    long = json.dumps(gemini_example("x" * 10_000, "billing"))
+    source = write(tmp_path / "long.jsonl", [long, json.dumps(gemini_example("hi", "billing"))])
+    summary, problems = check(source, display_path="long.jsonl")
+    assert [str(problem) for problem in problems] == [
+        f"long.jsonl:1:1: expected a line (one example) of at most 4.0 KiB (4096 bytes), got "
+        f"{(len(long) + 1) / 1024:.1f} KiB ({len(long) + 1} bytes). Keep each example under it; put files in Cloud "
+        "Storage and reference them with fileData."
+    ]
+    assert summary.examples == 1
+
+
+def test_a_long_text_is_counted_exactly_in_pieces_and_stops_past_the_limit(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def count(text: str) -> int:
+        calls.append(len(text))
+        return len(text.split())
+
+    words = " ".join(f"w{i}" for i in range(60_000))  # about 350,000 characters
+    source = write(tmp_path / "long.jsonl", [json.dumps(gemini_example(words, "billing"))])
+    summary, problems = check(source, count_tokens=count)
+    assert problems == []
+    assert summary.tokens_total == 60_000 + len(SYSTEM.split()) + 1  # the pieces sum to the whole count
+    assert max(calls) <= 1 << 16
+    calls.clear()
+    _, problems = check(source, count_tokens=count, limits=DatasetLimits(max_tokens_per_example=100))
+    assert len(calls) == 1 + 1 + 1  # the system instruction, one piece of the user turn, the model turn
+    assert problems[0].message.startswith("expected at most 100 tokens per example, got more than 100 (exact:custom: ")
+
+
+@pytest.mark.parametrize(("kind", "make"), [("a directory", Path.mkdir), ("a FIFO (named pipe)", os.mkfifo)])
+def test_a_directory_or_fifo_is_named_not_called_missing(tmp_path: Path, kind: str, make: Any) -> None:
+    path = tmp_path / "train.jsonl"
+    make(path)
+    summary, problems = check(path, display_path="train.jsonl")  # a FIFO would block an open() without a writer
+    assert [str(problem) for problem in problems] == [
+        f"train.jsonl:1:1: expected a regular file, got {kind}. Name the .jsonl file."
+    ]
+    assert summary.examples == 0

@@ -53,6 +53,11 @@ def test_corpus_is_large_enough() -> None:
     assert len(CASES) >= 30
 
 
+def test_every_case_names_the_source_of_its_rule() -> None:
+    unsourced = [name for name in CASES if "source" not in _read_case(name)[1]]
+    assert unsourced == []
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_bad_dataset_is_refused_with_exact_messages(name: str) -> None:
     options, settings, expected = _read_case(name)

@@ -26,7 +26,14 @@ from tuneform.datasets import (
     tokenizer_counter,
 )
 from tuneform.datasets.check import iter_gemini_examples
-from tuneform.datasets.tokens import ESTIMATE_METHOD, TURN_OVERHEAD, TokenTally, counting_for
+from tuneform.datasets.tokens import (
+    ESTIMATE_METHOD,
+    TURN_OVERHEAD,
+    TokenTally,
+    counting_for,
+    estimate_low_from_counts,
+    framing,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -115,6 +122,25 @@ def test_estimate_is_at_least_the_exact_count_on_the_example_datasets(
     estimates = [estimate_example_tokens(example) for example in iter_gemini_examples(converted)]
     assert sum(estimates) == estimated.tokens_total
     assert all(e >= x for e, x in zip(estimates, per_example, strict=True))
+    # And the low estimate, which decides whether an estimate may refuse, stays under every exact count.
+    lows = [_low(example) for example in iter_gemini_examples(converted)]
+    assert all(low <= x for low, x in zip(lows, per_example, strict=True))
+
+
+def _low(example: dict[str, Any]) -> int:
+    line = json.dumps(example, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    other, cheap, _ = framing(example)
+    return estimate_low_from_counts(line, other, cheap)
+
+
+def test_low_estimate_is_under_the_smollm2_count_on_mixed_text(smollm2: TokenCounter) -> None:
+    for text in MIXED_TEXTS:
+        example = {"contents": [{"role": "user", "parts": [{"text": text}]}]}
+        assert _low(example) <= smollm2(text), text
+    # English at SmolLM2's 4-5 characters per token: the low estimate is about half the count.
+    sentence = "Good morning, you sent me the wrong webcam and I want to send it back and get the right one. " * 20
+    low = _low({"contents": [{"role": "user", "parts": [{"text": sentence}]}]})
+    assert smollm2(sentence) / 3 <= low <= smollm2(sentence)
 
 
 def test_framing_is_not_counted_as_text() -> None:

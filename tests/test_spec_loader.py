@@ -237,6 +237,11 @@ def test_catalogue_limits_convert_to_the_dataset_checkers_type() -> None:
 
     limits = catalogue.limits_for("gemini-3.5-flash", "train")
     assert DatasetLimits(**asdict(limits)).max_file_bytes == 1_000_000_000
+    # Training-set sizes per model and modality (V-sft): 3.x 10M text-only / 300K multimodal, the 2.5-era page 1M.
+    assert (limits.max_examples, limits.max_examples_multimodal) == (10_000_000, 300_000)
+    older = catalogue.limits_for("gemini-2.5-flash", "train")
+    assert (older.max_examples, older.max_examples_multimodal) == (1_000_000, 300_000)
+    assert catalogue.limits_for("gemini-3.5-flash", "validation").max_examples_multimodal is None
     for info in catalogue.all_models().values():
         assert info.modalities <= MODALITIES, info.id
 
@@ -293,3 +298,38 @@ def test_shipped_examples_and_their_datasets_pass_on_both_targets() -> None:
     assert [str(problem) for problem in result.problems] == []
     assert (len(result.docs), result.datasets) == (2, 4)
     assert all(summary.examples > 0 for summary in result.summaries.values())
+
+
+# --- hostile and odd files (the memory-bounded cases are in test_hostile_input.py) --------------------------------
+
+
+def test_a_fifo_spec_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    problems = _problems([fifo], repo_root=tmp_path)
+    assert len(problems) == 1
+    assert problems[0].endswith(
+        "pipe.yaml:1:1: document: expected a regular spec file, got a FIFO (named pipe). Name the .yaml file."
+    )
+
+
+@pytest.mark.parametrize(("kind", "make"), [("a directory", Path.mkdir), ("a FIFO (named pipe)", os.mkfifo)])
+def test_a_dataset_path_that_is_a_directory_or_fifo_says_what_it_is(tmp_path: Path, kind: str, make: object) -> None:
+    spec = _repo(tmp_path, BASE.replace("datasets/m/train.jsonl", "datasets/m/odd.jsonl"))
+    make(tmp_path / "tuning_specs" / "datasets" / "m" / "odd.jsonl")  # type: ignore[operator]
+    problems = _problems([spec], repo_root=tmp_path)
+    assert [problem.split(": ", 2)[2] for problem in problems] == [
+        f'expected a regular file, got "datasets/m/odd.jsonl", which is {kind} (looked at '
+        f"{tmp_path / 'tuning_specs/datasets/m/odd.jsonl'}). Point it at the .jsonl file itself."
+    ]
+
+
+def test_spec_errors_list_100_problems_per_file_and_count_the_rest() -> None:
+    problems = [Problem("a.yaml", line, 1, "spec", "expected x, got y.") for line in range(1, 151)]
+    problems += [Problem("b.yaml", 1, 1, "spec", "expected x, got y.")]
+    listed = SpecErrors(problems).problems
+    assert [str(problem) for problem in listed[99:]] == [
+        "a.yaml:100:1: spec: expected x, got y.",
+        "a.yaml: ... and 50 more problems",
+        "b.yaml:1:1: spec: expected x, got y.",
+    ]

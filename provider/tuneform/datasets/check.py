@@ -419,7 +419,8 @@ class _Pass:
         """A line longer than :data:`MAX_LINE_BYTES`, skipped unread."""
         self.example_lines += 1
         fix = "Keep each example under it; put files in Cloud Storage and reference them with fileData."
-        limit = f"{MAX_LINE_BYTES >> 20} MiB"
+        whole = MAX_LINE_BYTES % (1 << 20) == 0
+        limit = f"{MAX_LINE_BYTES >> 20} MiB" if whole else _size(MAX_LINE_BYTES)
         self.report.add(number, 1, "", f"expected a line (one example) of at most {limit}, got {_size(size)}. {fix}")
 
     def _report_example(self, number: int, text: str, errs: list[Finding]) -> None:
