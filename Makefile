@@ -30,10 +30,10 @@ export TUNEFORM_CACHE
 
 PULUMI := pulumi --non-interactive
 
-.PHONY: help bootstrap stack up preview refresh destroy outputs test test-all test-unit test-integration lint format typecheck bench bench-vertex-faults vertex-smoke lock
+.PHONY: help bootstrap stack up recover preview refresh destroy outputs test test-all test-unit test-integration lint format typecheck bench bench-vertex-faults vertex-smoke lock
 
 help:
-	@echo "make up | preview | refresh | destroy | outputs   (STACK=$(STACK))"
+	@echo "make up | preview | refresh | destroy | outputs | recover   (STACK=$(STACK))"
 	@echo "make test | test-all | test-unit | test-integration | lint | format | typecheck | bench | lock | bootstrap"
 	@echo "make vertex-smoke PROJECT=... BUCKET=... [REGION=us-central1]   (a live Vertex AI check, costs cents)"
 
@@ -45,14 +45,21 @@ stack: bootstrap
 	@mkdir -p $(CURDIR)/.pulumi
 	@pulumi stack select --create $(STACK) --secrets-provider passphrase
 
+# A killed `pulumi up` leaves a lock and pending creates behind; `up` says so and names `make recover`, the one step
+# that clears them (tuneform.recover: stop leftovers, pulumi cancel, refresh --clear-pending-creates, then up).
 up: stack
+	@$(PY) -m tuneform.recover --check --stack $(STACK)
 	$(PULUMI) up --stack $(STACK) --yes
+
+recover: stack
+	$(PY) -m tuneform.recover --stack $(STACK)
 
 preview: stack
 	$(PULUMI) preview --stack $(STACK)
 
 refresh: stack
 	$(PULUMI) refresh --stack $(STACK) --yes
+	@$(PY) -m tuneform.recover --check --stack $(STACK) || true
 
 destroy: stack
 	$(PULUMI) destroy --stack $(STACK) --yes

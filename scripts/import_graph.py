@@ -19,14 +19,14 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "provider" / "tuneform"
 
 LAYERS: list[tuple[str, set[str]]] = [
-    ("facts", {"problems", "catalogue", "workspace"}),
+    ("facts", {"problems", "catalogue", "workspace", "processes"}),
     ("spec", {"spec"}),
     ("datasets", {"datasets"}),
     ("preparation", {"plan", "prepare"}),
     ("local machinery", {"training", "registry", "serving"}),
     ("targets", {"backends"}),
     ("Pulumi resources", {"resources"}),
-    ("entry points", {"program", "review", "cli", "smoke"}),
+    ("entry points", {"program", "review", "cli", "smoke", "recover"}),
 ]
 """Bottom to top: a package may import its own layer and the ones below, never one above."""
 

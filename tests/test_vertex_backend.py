@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from emulators.vertex_api import Outcome, VertexEmulator
 from tuneform.backends.base import BackendError, DatasetArtifact, EndpointRequest, TuningFailed, TuningRequest
 from tuneform.backends.vertex import NAME_LABEL, SPEC_HASH_LABEL, VERSION_LABEL, VertexBackend, build_tuning_job
+from tuneform.backends.vertex.backend import REQUEST_LABEL
 
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(60)]
 
@@ -22,8 +23,20 @@ PROJECT, REGION, BUCKET = "test-project", "us-central1", "tuneform-test-datasets
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
 
 
+_GCS: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _job_markers(gcs):  # type: ignore[no-untyped-def]
+    """Every tune keeps its job marker in the stack's bucket (tuneform's idempotency record): fake-gcs-server."""
+    _GCS["url"] = gcs.url
+
+
 def backend(emu: VertexEmulator, **kwargs) -> VertexBackend:
-    settings = {"poll": (0.05, 0.1), "retry_initial": 0.05, "retry_timeout": 10.0, **kwargs}
+    settings = {"poll": (0.05, 0.1), "retry_initial": 0.05, "retry_timeout": 10.0, "storage_endpoint": _GCS["url"]}
+    # Unless a test lags it, the emulator lists a job at once: an unanswered create is looked for briefly.
+    settings["lost_create_wait_s"] = 2.0
+    settings.update(kwargs)
     return VertexBackend(PROJECT, REGION, BUCKET, api_endpoints=emu.endpoints, **settings)
 
 
@@ -93,6 +106,7 @@ class TestRequest:
         assert spec.tuning_mode == 0 and job.output_uri == ""
         assert job.tuned_model_display_name == "ticket-router"
         assert job.description == "routes tickets"
+        assert len(job.labels.pop(REQUEST_LABEL)) == 32, "the create's token, to find it by after a lost answer"
         assert dict(job.labels) == {"team": "support", SPEC_HASH_LABEL: "a" * 63, NAME_LABEL: "ticket-router",
                                     VERSION_LABEL: "1", "managed-by": "tuneform"}  # fmt: skip
         assert job.service_account == "tuner@p.iam.gserviceaccount.com"
@@ -168,7 +182,14 @@ class TestRequest:
 
     def test_region_without_3x_tuning_is_refused(self):
         with VertexEmulator(locations=("us-east1", "us"), queued_seconds=0.01, running_seconds=0.05) as emu:
-            be = VertexBackend(PROJECT, "us-east1", BUCKET, api_endpoints=emu.endpoints, retry_initial=0.05)
+            be = VertexBackend(
+                PROJECT,
+                "us-east1",
+                BUCKET,
+                api_endpoints=emu.endpoints,
+                retry_initial=0.05,
+                storage_endpoint=_GCS["url"],
+            )
             with pytest.raises(BackendError, match="was not found or your project does not have access"):
                 be.tune(gemini_request(), Lines())
             assert emu.creates == 0

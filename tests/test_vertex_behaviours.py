@@ -36,8 +36,18 @@ def emu():
         yield emulator
 
 
+_GCS: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _job_markers(gcs):  # type: ignore[no-untyped-def]
+    """Every tune keeps its job marker in the stack's bucket (tuneform's idempotency record): fake-gcs-server."""
+    _GCS["url"] = gcs.url
+
+
 def backend(emu: VertexEmulator, **overrides):
     endpoints = {"api_endpoint": emu.url} if ONE_HOST else {"api_endpoints": tuple(emu.endpoints.items())}
+    overrides.setdefault("storage_endpoint", _GCS.get("url", ""))
     settings = BackendSettings(
         target="vertex", repo_root="/nonexistent", project=PROJECT, region=REGION, bucket=BUCKET,
         deadline_seconds=30, poll_seconds=(0.05, 0.1), **endpoints, **overrides,

@@ -175,6 +175,8 @@ class _Job:
     """Where the result lands (model id, version, endpoint names), reserved at creation, visible once SUCCEEDED."""
     cancel_requested_at: float | None = None
     materialized: bool = False
+    list_lag: float = 0.0
+    """Seconds after creation before ``list`` shows the job (E34)."""
 
 
 @dataclass
@@ -228,7 +230,8 @@ class VertexEmulator:
         list_filters: ``"documented"`` refuses filter fields the tuning API does not document (labels: E15);
             ``"labels"`` also accepts ``labels.KEY="VALUE"``.
         faults: Transient faults at a rate (E33).
-        list_lag_seconds: A created job shows in ``list`` only after this long (E34); ``get`` sees it at once.
+        list_lag_seconds: A created job shows in ``list`` only after this long (E34); ``get`` sees it at once. A
+            ``(shortest, longest)`` pair draws each job's lag uniformly between the two (seeded by ``faults.seed``).
         strict_hosts: Refuse a resource of another location than the host's (E3). Off only to run a client that
             knows one host (an older tuneform) against the other rules.
     """
@@ -243,7 +246,7 @@ class VertexEmulator:
         today: datetime.date | None = None,
         list_filters: str = "documented",
         faults: FaultPlan | None = None,
-        list_lag_seconds: float = 0.0,
+        list_lag_seconds: float | tuple[float, float] = 0.0,
         strict_hosts: bool = True,
     ) -> None:
         self.strict_hosts = strict_hosts
@@ -275,6 +278,7 @@ class VertexEmulator:
         self._ops = 0
         self._ids = 0
         self._rng = random.Random(self.faults.seed)
+        self._lag_rng = random.Random(self.faults.seed + 1)  # apart, so a lag does not shift the fault sequence
         self._lock = threading.RLock()
         self._ports: dict[int, str] = {}
         self._server: uvicorn.Server | None = None
@@ -735,6 +739,8 @@ class VertexEmulator:
         placement["serving"] = publisher.serving.get(location, location) if publisher else location
         now = time.monotonic()
         self._jobs[name] = _Job(name, api, location, body, now - age, time.time() - age, outcome, number, placement)
+        lag = self.list_lag_seconds
+        self._jobs[name].list_lag = self._lag_rng.uniform(*lag) if isinstance(lag, tuple) else lag
         return name
 
     def _state(self, job: _Job, now: float) -> tuple[str, float | None, float | None]:
@@ -910,7 +916,7 @@ class VertexEmulator:
                 jobs = [
                     self._render_job(j, self._int_enums(request))
                     for j in sorted(self._jobs.values(), key=lambda j: j.number)
-                    if j.location == p["loc"] and now - j.created >= self.list_lag_seconds
+                    if j.location == p["loc"] and now - j.created >= j.list_lag
                 ]
             jobs = [j for j in jobs if match(_enum_names(j))]
             size = min(msg.page_size or 50, 100)

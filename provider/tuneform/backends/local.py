@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import secrets
 import subprocess
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
 
 
 _LOG_TAIL_LINES = 30
+_TAKEOVER_WAIT_S = 30.0
+"""How long a successor waits for a stopped owner's claim on a run to go before it says which process holds it."""
+_OWNER_POLL_S = 60.0
+"""How often a run waiting on a live owner (another `pulumi up`) checks that it is still alive."""
 
 
 def default_cache_dir() -> Path:
@@ -100,10 +105,15 @@ class LocalBackend:
         if existing is not None:
             progress(f"version {existing.number} was tuned from exactly these inputs: reusing it, no training")
             return self._outcome(request.name, existing, reused=True)
-        run_dir = Path(self.registry.start_run(request.name, request.spec_hash))
+        run_dir = self._claim_run(request, progress)
         try:
+            existing = self.registry.find_version(request.name, request.spec_hash)
+            if existing is not None:  # the run we waited for registered it
+                self.registry.finish_run(request.name, request.spec_hash, succeeded=True)
+                progress(f"version {existing.number} was tuned from exactly these inputs meanwhile: reusing it")
+                return self._outcome(request.name, existing, reused=True)
             with _exclusive(self.root / "locks" / "train.lock", progress):
-                result = self._run_training(request, run_dir, progress)
+                result = _finished_result(run_dir, progress) or self._run_training(request, run_dir, progress)
         except BaseException:
             # The run directory and its checkpoints stay: the next `pulumi up` resumes from them.
             self.registry.finish_run(request.name, request.spec_hash, succeeded=False)
@@ -120,7 +130,7 @@ class LocalBackend:
             hyperparameters=request.hyperparameters,
             artifact_sha256=artifact_sha,
             artifact_kind=result["kind"],
-            metrics=result["metrics"],
+            metrics=_finite(result["metrics"]),
             parent_version=latest.number if latest is not None else None,
             training_log=result["logPath"],
         )
@@ -131,8 +141,62 @@ class LocalBackend:
         progress(f"registered {request.name}@{version.number}")
         return self._outcome(request.name, version, reused=False)
 
+    def _claim_run(self, request: TuningRequest, progress: Progress) -> Path:
+        """Claim the run directory of this configuration, taking it over from a `pulumi up` that is gone.
+
+        A live owner (its process and its engine still there: another `pulumi up` running the same configuration)
+        is waited for. An owner whose `pulumi up` was killed is replaced: its trainer, should it still run, is
+        stopped, and training resumes from the last checkpoint it left.
+        """
+        from tuneform import processes
+        from tuneform.registry import RunBusyError, RunRecord
+
+        engine = processes.engine_address() or ""
+        name, spec_hash = request.name, request.spec_hash
+
+        def live(owner: RunRecord | None) -> bool:
+            return owner is not None and owner.owner.alive() and (not owner.engine or processes.answers(owner.engine))
+
+        waited = 0.0
+        while True:
+            try:
+                return self.registry.start_run(name, spec_hash, engine=engine, wait_s=_OWNER_POLL_S if waited else 0)
+            except RunBusyError as busy:
+                owner = busy.record
+            if not live(owner):
+                break
+            assert owner is not None
+            if waited % 600 == 0:
+                progress(
+                    f"another `pulumi up` (provider process {owner.pid}) is training this configuration in "
+                    f"{owner.run_dir}; waiting for it to finish"
+                    + (f" ({waited / 60:.0f} min so far)" if waited else "")
+                )
+            waited += _OWNER_POLL_S
+        trainer = owner.trainer if owner is not None else None
+        orphan = trainer is not None and owner is not None and trainer.runs("tuneform.training.run", owner.run_dir)
+        progress(
+            "the `pulumi up` that was training this configuration is gone"
+            + (f" (its provider was process {owner.pid})" if owner is not None else "")
+            + ": taking over its run directory"
+            + (f", stopping its orphaned trainer (process {trainer.pid})" if orphan and trainer else "")
+            + "; training resumes from the last checkpoint it saved"
+        )
+        if orphan and trainer is not None:
+            processes.stop(trainer.pid)
+        if owner is not None and owner.engine and owner.owner.runs("pulumi.dynamic"):
+            processes.stop(owner.pid, group=False)  # a provider whose engine is gone answers no one
+        try:
+            return self.registry.start_run(name, spec_hash, engine=engine, wait_s=_TAKEOVER_WAIT_S)
+        except RunBusyError as busy:
+            raise BackendError(
+                f"{name}: {busy} The process that held it was stopped {_TAKEOVER_WAIT_S:.0f} s ago and the run is "
+                f"still locked: find what holds {busy.record.run_dir if busy.record else 'its run.lock'} (`fuser -v "
+                "<run dir>/run.lock`), stop it, and run `pulumi up` again."
+            ) from None
+
     def _run_training(self, request: TuningRequest, run_dir: Path, progress: Progress) -> dict[str, Any]:
-        from tuneform import catalogue
+        from tuneform import catalogue, processes
         from tuneform.training.run import RunRequest
 
         info = catalogue.get_model(request.base_model) or catalogue.local_path_info(request.base_model)
@@ -155,13 +219,19 @@ class LocalBackend:
         progress(f"training in a child process; full log: {log_path}")
         tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
         with log_path.open("a") as log:
+            # The child holds the run's lock with us (a run directory is trained by one process at a time), leads
+            # a process group of its own (stopped whole), and is stopped if the engine goes (processes.track).
             child = subprocess.Popen(
                 [sys.executable, "-m", "tuneform.training.run", str(run_dir)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
                 bufsize=1,
+                pass_fds=(self.registry.run_lock_fd(request.name, request.spec_hash),),
+                start_new_session=True,
             )
+            processes.track(child, f"the training run of {request.name}")
+            self.registry.record_trainer(request.name, request.spec_hash, child.pid)
             assert child.stdout is not None
             for raw in child.stdout:
                 line = raw.rstrip()
@@ -170,6 +240,7 @@ class LocalBackend:
                 tail.append(line)
                 progress(line)
             code = child.wait()
+            processes.untrack(child)
         if code != 0:
             raise TuningFailed(
                 f"local tuning of {request.name} failed (exit {code}); its checkpoints stay in {run_dir} and the "
@@ -260,7 +331,7 @@ class LocalBackend:
         # Checked by the server's own parser, and written atomically readable by its owner only: it holds the key.
         write_config(config_path, parse_config(config, str(config_path)))
         progress(f"starting the endpoint on http://{self.host}:{port} (log: {config['log_path']})")
-        info = service.start(config_path)
+        info = service.start(config_path, replace=True)  # a server a killed `pulumi up` left unrecorded goes
         info.save(info_path)
         self.registry.set_serving(request.model, set(request.traffic))
         return EndpointState(
@@ -287,6 +358,24 @@ class LocalBackend:
             service.stop(service.ServiceInfo.load(info_path))
             info_path.unlink()
         self.registry.set_serving(endpoint_id, set())
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    """Metrics a version can record: NaN and infinities are not JSON, and say nothing a missing figure does not."""
+    return {key: float(value) for key, value in metrics.items() if math.isfinite(float(value))}
+
+
+def _finished_result(run_dir: Path, progress: Progress) -> dict[str, Any] | None:
+    """The result a killed `pulumi up`'s training run completed before the version was registered, if any."""
+    path = run_dir / "result.json"
+    try:
+        result: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not Path(result.get("artifactDir", "")).is_dir():
+        return None
+    progress(f"the interrupted run had finished training and evaluation ({path}); registering its result")
+    return result
 
 
 @contextmanager

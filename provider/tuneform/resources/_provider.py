@@ -18,6 +18,7 @@ from pulumi.dynamic import DiffResult
 
 # Re-exported: providers pickled into state before it moved name this module as the class's home.
 from tuneform.backends.base import BackendSettings
+from tuneform.processes import watch_engine
 
 __all__ = ["BackendSettings", "build_backend", "diff_inputs", "progress_printer", "show_backend_errors",
            "unwrap_pickler_patch"]  # fmt: skip
@@ -121,3 +122,6 @@ def diff_inputs(
 
 
 show_backend_errors()
+# In the provider process: when `pulumi up` is killed, stop the training runs and starting servers it waits on, and
+# leave (tuneform.processes). Anywhere else (the program, tests) there is no engine to watch and this does nothing.
+watch_engine()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneform import processes
 from tuneform.serving.config import ServerConfig, load_config
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -175,12 +176,17 @@ def _info(config: ServerConfig, config_path: str | os.PathLike[str], pid: int) -
     )
 
 
-def start(config_path: str | os.PathLike[str], *, timeout_s: float | None = None) -> ServiceInfo:
+def start(
+    config_path: str | os.PathLike[str], *, timeout_s: float | None = None, replace: bool = False
+) -> ServiceInfo:
     """Starts the endpoint server in the background and waits until it is healthy.
 
     Args:
         config_path: The server's JSON configuration (see ``tuneform.serving.config``).
         timeout_s: How long to wait for ``/health`` to return 200; defaults to the config's ``load_timeout_s``.
+        replace: First stop a server already running this configuration file (its pid file or ``/health`` names
+            it): the caller has just rewritten the file and stopped the server it recorded, so any other is one a
+            killed ``pulumi up`` left unrecorded. Without it such a server makes ``start`` refuse, naming it.
 
     Returns:
         The running server.
@@ -191,6 +197,8 @@ def start(config_path: str | os.PathLike[str], *, timeout_s: float | None = None
     """
     config = load_config(config_path)
     wait_s = config.load_timeout_s if timeout_s is None else timeout_s
+    if replace:
+        _stop_unrecorded(config, config_path)
     if not _port_free(config.host, config.port):
         code, body = _health(config.host, config.port)
         if code and body.get("name") == config.name:
@@ -215,8 +223,19 @@ def start(config_path: str | os.PathLike[str], *, timeout_s: float | None = None
             env=env,
         )
     _CHILDREN[child.pid] = child
+    # Until it is healthy and returned, nothing records this server: if `pulumi up` goes now, the provider stops it.
+    processes.track(child, f"the starting endpoint server of {config.name}")
     _write_pid(config.pid_path, child.pid)
     info = _info(config, config_path, child.pid)
+    try:
+        return _wait_healthy(child, config, info, wait_s)
+    finally:
+        processes.untrack(child)
+
+
+def _wait_healthy(
+    child: subprocess.Popen[bytes], config: ServerConfig, info: ServiceInfo, wait_s: float
+) -> ServiceInfo:
     deadline = time.monotonic() + wait_s
     while True:
         exit_code = child.poll()
@@ -265,22 +284,61 @@ def stop(info: ServiceInfo, *, grace_s: float = 10.0) -> None:
         info: What ``start`` returned.
         grace_s: Seconds to wait for a clean shutdown before killing.
     """
-    if _is_server_process(info.pid, info.config_path):
+    # The pid file may name another server of the same configuration: one a killed `pulumi up` started after this
+    # one was recorded. It goes too, or it would hold the port.
+    for pid in dict.fromkeys((info.pid, _read_pid(info.pid_path))):
+        if pid is not None:
+            _stop_pid(pid, info.config_path, grace_s)
+    Path(info.pid_path).unlink(missing_ok=True)
+
+
+def _stop_pid(pid: int, config_path: str, grace_s: float) -> None:
+    if _is_server_process(pid, config_path):
         with contextlib.suppress(ProcessLookupError):
             # The server leads its own session: signalling the group also reaches any worker it spawned.
-            os.killpg(info.pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while _is_server_process(info.pid, info.config_path) and time.monotonic() < deadline:
+        while _is_server_process(pid, config_path) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _is_server_process(info.pid, info.config_path):
+        if _is_server_process(pid, config_path):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(info.pid, signal.SIGKILL)
-            while _is_server_process(info.pid, info.config_path):
+                os.killpg(pid, signal.SIGKILL)
+            while _is_server_process(pid, config_path):
                 time.sleep(0.05)
-    child = _CHILDREN.pop(info.pid, None)
+    child = _CHILDREN.pop(pid, None)
     if child is not None:
         child.wait()
-    Path(info.pid_path).unlink(missing_ok=True)
+
+
+def _read_pid(pid_path: str) -> int | None:
+    try:
+        return int(Path(pid_path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _stop_unrecorded(config: ServerConfig, config_path: str | os.PathLike[str]) -> None:
+    """Stop a server of this configuration that nothing records: a `pulumi up` was killed while it started it.
+
+    Its pid file names it (or, without one, its ``/health`` does); it runs this very configuration file, which the
+    caller is about to replace, so it can only be a leftover. A server of another checkout or program is left alone
+    (and ``start`` then says the port is taken).
+    """
+    resolved = str(Path(config_path).resolve())
+    candidates = [_read_pid(config.pid_path)]
+    if not _port_free(config.host, config.port):
+        _, body = _health(config.host, config.port)
+        if body.get("name") == config.name and isinstance(body.get("pid"), int):
+            candidates.append(body["pid"])
+    for pid in dict.fromkeys(candidates):
+        if pid is not None and _is_server_process(pid, resolved):
+            print(
+                f"{config.name}: stopping the endpoint server (pid {pid}) that an interrupted `pulumi up` left "
+                f"unrecorded on port {config.port}",
+                file=sys.stderr,
+                flush=True,
+            )
+            _stop_pid(pid, resolved, 10.0)
 
 
 def info_from_config(config_path: str | os.PathLike[str]) -> ServiceInfo | None:

@@ -12,6 +12,7 @@ backend forwards to the Pulumi CLI.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tuneform.training.trainer import TrainConfig
+    from tuneform.training.trainer import TrainConfig, TrainResult
 
 __all__ = ["RunRequest", "run"]
 
@@ -90,10 +91,7 @@ def run(run_dir: Path) -> dict[str, Any]:
     base_dir = resolve_base_model(request.base_model, cache_dir=Path(request.cache_dir), progress=_say)
     config = request.train_config(base_dir, run_dir / "output")
     result = train(config, _say)
-    metrics: dict[str, float] = {
-        "trainLoss": float(result.train_loss),
-        "trainTokensPerSecond": float(result.tokens_per_second),
-    }
+    metrics = _training_figures(run_dir, result)
     if config.validation_file is not None:
         budget = _answer_budget(config.validation_file)
         _say(f"evaluating the base model on the validation set (up to {budget} new tokens per answer)")
@@ -134,6 +132,58 @@ def run(run_dir: Path) -> dict[str, Any]:
     return outcome
 
 
+FIGURES = "training-figures.json"
+"""In the run directory: how training went, kept for a later attempt that resumes from the final checkpoint."""
+
+
+def _training_figures(run_dir: Path, result: TrainResult) -> dict[str, float]:
+    """The loss and throughput of the attempt that trained, recorded in the run directory as soon as it ends.
+
+    An attempt that resumes from the final checkpoint (the previous one was killed during evaluation, or before
+    the version was registered) trains no step, so its own loss is NaN and its rate 0: it reports the figures the
+    training attempt left. Without them (that attempt was killed between its last checkpoint and this file), the
+    loss comes from the checkpoint's log and the rate, which no checkpoint keeps, is left out rather than made up.
+    """
+    path = run_dir / FIGURES
+    if math.isfinite(result.train_loss) and result.tokens_per_second > 0:
+        figures = {"trainLoss": float(result.train_loss), "trainTokensPerSecond": float(result.tokens_per_second)}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(figures, indent=2))
+        tmp.replace(path)
+        return figures
+    try:
+        figures = {k: float(v) for k, v in json.loads(path.read_text()).items() if math.isfinite(float(v))}
+        _say(f"train: nothing left to train; the figures of the attempt that trained are in {path}")
+        return figures
+    except (OSError, ValueError):
+        pass
+    loss = _last_epoch_loss(result.resumed_from)
+    _say(
+        "train: nothing left to train and no figures from the attempt that trained; "
+        + (
+            f"its loss ({loss:.4f}) comes from {result.resumed_from}, its tokens/s are unknown"
+            if loss is not None
+            else "no loss"
+        )
+    )
+    return {"trainLoss": loss} if loss is not None else {}
+
+
+def _last_epoch_loss(checkpoint: str | None) -> float | None:
+    """Mean logged loss of the last epoch in a Trainer checkpoint's ``trainer_state.json``."""
+    try:
+        state = json.loads((Path(str(checkpoint)) / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    logged = [(float(e["epoch"]), float(e["loss"])) for e in state.get("log_history", []) if "loss" in e]
+    if not logged:
+        return None
+    # Epoch e's steps are logged at fractional epochs in (e - 1, e]: the last epoch's start is one below its end.
+    last_epoch_start = math.ceil(logged[-1][0] - 1e-6) - 1
+    losses = [loss for epoch, loss in logged if epoch > last_epoch_start + 1e-6 and math.isfinite(loss)]
+    return sum(losses) / len(losses) if losses else None
+
+
 def _answer_budget(validation_file: Path) -> int:
     """New tokens to generate per evaluated answer: enough for the longest reference answer, no more.
 
@@ -152,6 +202,11 @@ def _answer_budget(validation_file: Path) -> int:
 
 
 def main() -> None:
+    from tuneform.processes import exit_with_parent
+
+    # Started by the provider and watched by it; should the provider itself be killed, nobody would read our
+    # progress or record our result, and our run would block its successor.
+    exit_with_parent()
     run(Path(sys.argv[1]))
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import datetime
 import time
+import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from tuneform.backends.base import (
@@ -54,7 +56,7 @@ from tuneform.backends.vertex._api import (
 )
 from tuneform.backends.vertex.registry import ModelRegistry, deployed_endpoints
 from tuneform.backends.vertex.requests import build_tuning_job, vertex_base_model
-from tuneform.backends.vertex.storage import DatasetStore
+from tuneform.backends.vertex.storage import DatasetStore, JobMarker, MarkerConflict
 
 if TYPE_CHECKING:
     from google.cloud import aiplatform_v1beta1
@@ -64,6 +66,17 @@ __all__ = ["CONTINUOUS_TUNING_SINCE", "VertexBackend"]
 
 CONTINUOUS_TUNING_SINCE = datetime.date(2025, 7, 11)
 """Only models tuned on or after this day can be continued (sources.yaml: V-continuous)."""
+
+REQUEST_LABEL = "tuneform-request"
+"""A job's label holding the token of the create that made it (``JobMarker.token``)."""
+
+LOST_CREATE_WAIT_S = 60.0
+"""How long after an unanswered create tuneform looks for its job in the listing before taking it as never made.
+
+No Google document says how soon a created tuning job appears in ListTuningJobs (docs/vertex-emulator.md, E34: the
+emulator's lag is ours). This figure is ours too: a listing that lags longer than this after a lost answer can still
+lead to a second job. A create that did answer is found by direct read and does not depend on it.
+"""
 
 
 def _registry_version(model: str) -> int:
@@ -99,6 +112,7 @@ class VertexBackend:
         poll: ``(first, longest)`` seconds between polls; the interval grows by half each poll.
         retry_initial: First back-off in seconds for 429/503/504 answers (doubling, up to 30x).
         retry_timeout: Give up retrying one call after this many seconds.
+        lost_create_wait_s: How long after an unanswered create its job is looked for (``LOST_CREATE_WAIT_S``).
     """
 
     target = "vertex"
@@ -117,6 +131,7 @@ class VertexBackend:
         poll: tuple[float, float] = BackendSettings.poll_seconds,
         retry_initial: float = BackendSettings.retry_seconds[0],
         retry_timeout: float = BackendSettings.retry_seconds[1],
+        lost_create_wait_s: float = LOST_CREATE_WAIT_S,
     ) -> None:
         self.project = project
         self.region = region
@@ -128,6 +143,7 @@ class VertexBackend:
         self.kms_key_name = kms_key_name
         self.deadline_seconds = deadline_seconds
         self.poll = poll
+        self.lost_create_wait_s = lost_create_wait_s
         self._label_filters = True
         """Cleared once the service refuses a label filter; later listings filter on this side."""
 
@@ -246,31 +262,145 @@ class VertexBackend:
     def _find_or_create(
         self, client: aiplatform_v1beta1.GenAiTuningServiceClient, request: TuningRequest, progress: Progress
     ) -> tuple[aiplatform_v1beta1.TuningJob, bool]:
-        jobs = self._jobs_of(client, request.name, progress)
-        existing = self._adoptable(jobs, request.spec_hash, progress)
+        """The job of this spec name and hash to adopt, or a new one; never a second job for one create.
+
+        The bucket's job marker (``DatasetStore.read_marker``) is read directly, so a job whose create answered is
+        found however far the listing lags. A create whose answer never came back left a marker with a token and no
+        name: its job, if the service made it, carries the token as a label and is looked for in the listing until
+        ``lost_create_wait_s`` after the create was sent.
+        """
+        for _ in range(3):
+            try:
+                return self._find_or_create_once(client, request, progress)
+            except MarkerConflict:
+                progress(
+                    f"vertex: another `pulumi up` is creating {request.name}'s job at the same time; looking again"
+                )
+        raise BackendError(
+            f"{request.name}: {self.store.marker_uri(request.name, request.spec_hash)} keeps changing under this run; "
+            "is another `pulumi up` of the same spec running? Run `pulumi up` again once it has finished."
+        )
+
+    def _find_or_create_once(
+        self, client: aiplatform_v1beta1.GenAiTuningServiceClient, request: TuningRequest, progress: Progress
+    ) -> tuple[aiplatform_v1beta1.TuningJob, bool]:
+        from google.api_core import exceptions
+
+        name, spec_hash = request.name, request.spec_hash
+        marker = self.store.read_marker(name, spec_hash)
+        recorded = self._recorded_job(client, marker, spec_hash, progress)
+        if recorded is not None:
+            return recorded, True
+        jobs = self._jobs_of(client, name, progress)
+        if marker is not None and marker.token and not marker.job:
+            sent, jobs = self._await_lost_create(client, request, marker, jobs, progress)
+            if sent is not None:
+                marker = self.store.write_marker(name, spec_hash, replace(marker, job=sent.name), replaces=marker)
+        existing = self._adoptable(jobs, spec_hash, progress)
         if existing is not None:
             progress(
                 f"vertex: adopting {existing.name} ({short(state_name(existing))}): it carries "
-                f"{SPEC_HASH_LABEL}={request.spec_hash[:63]}, so no second job is started"
+                f"{SPEC_HASH_LABEL}={spec_hash[:63]}, so no second job is started"
             )
+            if marker is None or marker.job != existing.name:
+                token = existing.labels.get(REQUEST_LABEL, "")
+                self.store.write_marker(name, spec_hash, JobMarker(token, time.time(), existing.name), replaces=marker)
             return existing, True
         numbered = [j for j in jobs if state_name(j) in LIVE_STATES or state_name(j) == "JOB_STATE_SUCCEEDED"]
         version = max((tuneform_version(j) for j in numbered), default=0) + 1
         pre_tuned = self._continuation(request, jobs, progress)
-        job = client.create_tuning_job(
-            parent=self.parent,
-            tuning_job=build_tuning_job(
-                request,
-                bucket=self.bucket,
-                version=version,
-                pre_tuned_model=pre_tuned,
-                kms_key_name=self.kms_key_name,
-                service_account=self.service_account,
-            ),
+        tuning_job = build_tuning_job(
+            request,
+            bucket=self.bucket,
+            version=version,
+            pre_tuned_model=pre_tuned,
+            kms_key_name=self.kms_key_name,
+            service_account=self.service_account,
         )
+        # CreateTuningJob takes no request id and names the job itself: the token is ours to find it by.
+        pending = JobMarker(uuid.uuid4().hex, time.time())
+        tuning_job.labels[REQUEST_LABEL] = pending.token
+        pending = self.store.write_marker(name, spec_hash, pending, replaces=marker)
+        try:
+            job = client.create_tuning_job(parent=self.parent, tuning_job=tuning_job)
+        except (exceptions.ClientError, exceptions.ServiceUnavailable):
+            # The service refused, or was unavailable, before acting (Google retries these even for calls that are
+            # not idempotent: Workflows' default_retry_predicate_non_idempotent, AIP-194): no job carries the token.
+            # Anything else (504, a dropped connection) may have created it, and the marker stays for the retry.
+            self.store.drop_marker(name, spec_hash, pending)
+            raise
+        self.store.write_marker(name, spec_hash, replace(pending, job=job.name), replaces=pending)
         source = f", continuing from {pre_tuned}" if pre_tuned else f" from {request.base_model}"
-        progress(f"vertex: created {job.name} for {request.name} v{version}{source}")
+        progress(f"vertex: created {job.name} for {name} v{version}{source}")
         return job, False
+
+    def _recorded_job(
+        self,
+        client: aiplatform_v1beta1.GenAiTuningServiceClient,
+        marker: JobMarker | None,
+        spec_hash: str,
+        progress: Progress,
+    ) -> aiplatform_v1beta1.TuningJob | None:
+        """The job the marker names, read directly, when it can be adopted."""
+        from google.api_core import exceptions
+
+        if marker is None or not marker.job:
+            return None
+        try:
+            job = self.retry.call(client.get_tuning_job, progress, name=marker.job)
+        except exceptions.NotFound:
+            return None
+        adoptable = self._adoptable([job], spec_hash, progress)
+        if adoptable is not None:
+            progress(
+                f"vertex: adopting {job.name} ({short(state_name(job))}), the job this spec's marker records "
+                f"({self.store.marker_uri(str(job.labels.get(NAME_LABEL, '')), spec_hash)}), so no second job is "
+                "started"
+            )
+        return adoptable
+
+    def _await_lost_create(
+        self,
+        client: aiplatform_v1beta1.GenAiTuningServiceClient,
+        request: TuningRequest,
+        marker: JobMarker,
+        jobs: list[aiplatform_v1beta1.TuningJob],
+        progress: Progress,
+    ) -> tuple[aiplatform_v1beta1.TuningJob | None, list[aiplatform_v1beta1.TuningJob]]:
+        """Look for the job of a create whose answer never came back, by its token, until the wait is over.
+
+        Returns:
+            The job (``None`` when it is not listed ``lost_create_wait_s`` after the create was sent: taken as never
+            made), and the latest listing.
+        """
+        deadline = marker.sent_at + self.lost_create_wait_s
+        said = False
+        interval = 1.0
+        while True:
+            sent = next((j for j in jobs if j.labels.get(REQUEST_LABEL) == marker.token), None)
+            if sent is not None:
+                if said:
+                    progress(f"vertex: {sent.name} carries the token of the unanswered create; it is that job")
+                return sent, jobs
+            left = deadline - time.time()
+            if left <= 0:
+                if said:
+                    progress(
+                        f"vertex: no job carries {REQUEST_LABEL}={marker.token} {self.lost_create_wait_s:.0f} s after "
+                        "the create was sent: that create was not made; creating the job now"
+                    )
+                return None, jobs
+            if not said:
+                progress(
+                    f"vertex: the create of {request.name}'s job sent {max(0.0, time.time() - marker.sent_at):.0f} s "
+                    f"ago never answered (lost, or `pulumi up` was interrupted); looking for a job labelled "
+                    f"{REQUEST_LABEL}={marker.token} in the listing for up to {left:.0f} s more (no Google document "
+                    "says how soon a new job is listed)"
+                )
+                said = True
+            time.sleep(min(interval, left))
+            interval = min(interval * 2, 10.0)
+            jobs = self._jobs_of(client, request.name, progress)
 
     def _adoptable(
         self, jobs: list[aiplatform_v1beta1.TuningJob], spec_hash: str, progress: Progress

@@ -8,8 +8,10 @@ examples. Either way the object is named by the canonical Gemini content's SHA-2
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tuneform.backends.base import BackendError, DatasetArtifact
@@ -18,9 +20,33 @@ from tuneform.backends.vertex._api import stderr
 if TYPE_CHECKING:
     from google.cloud.storage import Client
 
-__all__ = ["DatasetStore"]
+__all__ = ["DatasetStore", "JobMarker", "MarkerConflict"]
 
 UPLOAD_FORMATS = ("gemini", "messages")
+MARKERS = "tuneform/jobs"
+"""Where the bucket keeps one marker per (spec name, spec hash): ``tuneform/jobs/<name>/<spec hash>.json``."""
+
+
+class MarkerConflict(Exception):
+    """Another writer changed a job marker since it was read (a concurrent ``pulumi up`` of the same spec)."""
+
+
+@dataclass(frozen=True)
+class JobMarker:
+    """What the bucket records of a spec's tuning job, read back directly (no listing) by every later attempt.
+
+    Written before CreateTuningJob with a fresh ``token`` (sent as the job's ``tuneform-request`` label), and again
+    with the job's ``name`` as soon as the create answers. A marker with a token and no name is a create whose
+    answer never came back: the job may exist, findable by its token once the listing shows it.
+    """
+
+    token: str
+    sent_at: float
+    """When the create was sent (seconds since the epoch)."""
+    job: str = ""
+    """The job's resource name, once known."""
+    generation: int = 0
+    """The object's generation as read: the precondition of the next write."""
 
 
 class DatasetStore:
@@ -111,6 +137,62 @@ class DatasetStore:
             blob.upload_from_filename(temporary, content_type="application/jsonl", if_generation_match=0)
         finally:
             os.unlink(temporary)
+
+    def _marker_blob(self, name: str, spec_hash: str) -> Any:
+        return self.client().bucket(self.bucket).blob(f"{MARKERS}/{name}/{spec_hash}.json")
+
+    def marker_uri(self, name: str, spec_hash: str) -> str:
+        return f"gs://{self.bucket}/{MARKERS}/{name}/{spec_hash}.json"
+
+    def read_marker(self, name: str, spec_hash: str) -> JobMarker | None:
+        """The job marker of a spec name and hash, or ``None`` when there is none (or it is unreadable)."""
+        from google.api_core import exceptions
+
+        blob = self._marker_blob(name, spec_hash)
+        try:
+            blob.reload()
+            data = json.loads(blob.download_as_bytes(if_generation_match=blob.generation))
+            return JobMarker(str(data["token"]), float(data["sentAt"]), str(data.get("job", "")), int(blob.generation))
+        except exceptions.NotFound:
+            return None
+        except exceptions.PreconditionFailed:
+            return self.read_marker(name, spec_hash)  # rewritten between the two reads
+        except (ValueError, KeyError, TypeError):
+            stderr(f"vertex: {self.marker_uri(name, spec_hash)} is not a tuneform job marker; ignoring it")
+            return None
+
+    def write_marker(self, name: str, spec_hash: str, marker: JobMarker, *, replaces: JobMarker | None) -> JobMarker:
+        """Write a job marker, only over the one read (``replaces``, or none: the object must not exist).
+
+        Returns:
+            The marker as written (its new generation).
+
+        Raises:
+            MarkerConflict: Someone else wrote or removed it since it was read.
+        """
+        from google.api_core import exceptions
+
+        blob = self._marker_blob(name, spec_hash)
+        body = {"token": marker.token, "sentAt": marker.sent_at, "job": marker.job, "spec": name,
+                "specHash": spec_hash}  # fmt: skip
+        try:
+            blob.upload_from_string(
+                json.dumps(body, indent=2),
+                content_type="application/json",
+                if_generation_match=replaces.generation if replaces else 0,
+            )
+        except exceptions.PreconditionFailed:
+            raise MarkerConflict(self.marker_uri(name, spec_hash)) from None
+        return JobMarker(marker.token, marker.sent_at, marker.job, int(blob.generation or 0))
+
+    def drop_marker(self, name: str, spec_hash: str, marker: JobMarker) -> None:
+        """Remove a marker whose create certainly did not happen (the service refused it); a newer one stays."""
+        from google.api_core import exceptions
+
+        try:
+            self._marker_blob(name, spec_hash).delete(if_generation_match=marker.generation)
+        except (exceptions.NotFound, exceptions.PreconditionFailed):
+            pass
 
     def present(self, artifact: DatasetArtifact) -> bool:
         """Whether ``artifact.uri`` still exists in its bucket."""
