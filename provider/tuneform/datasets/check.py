@@ -80,6 +80,7 @@ from tuneform.datasets.canonical import (
 )
 from tuneform.datasets.gemini import check_gemini
 from tuneform.datasets.openai_chat import check_openai
+from tuneform.datasets.report import Report, size_text
 from tuneform.datasets.rules import Context, Finding, json_type, render_path
 from tuneform.datasets.summary import DatasetSummary
 from tuneform.datasets.tokens import (
@@ -88,7 +89,7 @@ from tuneform.datasets.tokens import (
     estimate_from_counts,
     estimate_low_from_counts,
 )
-from tuneform.problems import MAX_PROBLEMS_PER_FILE, Problem, more_problems
+from tuneform.problems import MAX_PROBLEMS_PER_FILE, Problem
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -130,53 +131,6 @@ DatasetProblem = Problem
 """One problem in a dataset file, printed as ``file:line:col: path: message`` (:class:`tuneform.problems.Problem`)."""
 
 
-class _Report:
-    """Problems and warnings of one file, capped: past the cap only a count is kept."""
-
-    def __init__(self, file: str, cap: int) -> None:
-        self.file = file
-        self.cap = cap
-        self.problems: list[DatasetProblem] = []
-        self.more = 0
-        self.warnings: list[DatasetProblem] = []
-        self.more_warnings = 0
-        # Problems listed once per file (Finding.repeated): template -> [index in problems, lines that had it].
-        self.repeats: dict[str, list[int]] = {}
-
-    @property
-    def full(self) -> bool:
-        return len(self.problems) >= self.cap
-
-    def add(self, line: int, column: int, path: str, message: str) -> None:
-        if self.full:
-            self.more += 1
-        else:
-            self.problems.append(DatasetProblem(self.file, line, column, path, message))
-
-    def warn(self, line: int, message: str) -> None:
-        if len(self.warnings) >= self.cap:
-            self.more_warnings += 1
-        else:
-            self.warnings.append(DatasetProblem(self.file, line, 1, "", f"warning: {message}"))
-
-    def finish(self) -> list[DatasetProblem]:
-        for template, (index, lines) in self.repeats.items():
-            if lines > 1 and index >= 0:
-                first = self.problems[index]
-                message = template.replace("{more}", str(lines - 1))
-                self.problems[index] = DatasetProblem(first.file, first.line, first.column, first.path, message)
-        if self.more:
-            self.problems.append(more_problems(self.file, self.more))
-        return self.problems
-
-    def finish_warnings(self) -> tuple[str, ...]:
-        lines = [str(warning) for warning in self.warnings]
-        if self.more_warnings:
-            noun = "warning" if self.more_warnings == 1 else "warnings"
-            lines.append(f"{self.file}: ... and {self.more_warnings} more {noun}")
-        return tuple(lines)
-
-
 def _syntax_problem(error: json.JSONDecodeError) -> tuple[int, str]:
     """Column and message for a line that does not parse."""
     multi_line = "Each example must be one JSON object on one line; pretty-printed (multi-line) JSON is not JSONL."
@@ -205,13 +159,6 @@ def _syntax_problem(error: json.JSONDecodeError) -> tuple[int, str]:
     return end_column, f"expected valid JSON, got a syntax error ({what}). Fix the JSON at this column."
 
 
-def _size(count: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit} ({count} bytes)"
-    return f"{count} bytes"
-
-
 class _Slow:
     """The type of :data:`_SLOW`."""
 
@@ -238,7 +185,7 @@ class _Pass:
         self.limits = limits
         self.token_method = token_method
         self.approx = "" if count_tokens else "about "
-        self.report = _Report(shown, max_problems)
+        self.report = Report(shown, max_problems)
         self.ctx = Context(limits.modalities, count_tokens, limits.max_tokens_per_example)
         self.check_example = check_gemini if format == "gemini" else check_openai
         self.hasher = hashlib.sha256()
@@ -420,8 +367,10 @@ class _Pass:
         self.example_lines += 1
         fix = "Keep each example under it; put files in Cloud Storage and reference them with fileData."
         whole = MAX_LINE_BYTES % (1 << 20) == 0
-        limit = f"{MAX_LINE_BYTES >> 20} MiB" if whole else _size(MAX_LINE_BYTES)
-        self.report.add(number, 1, "", f"expected a line (one example) of at most {limit}, got {_size(size)}. {fix}")
+        limit = f"{MAX_LINE_BYTES >> 20} MiB" if whole else size_text(MAX_LINE_BYTES)
+        self.report.add(
+            number, 1, "", f"expected a line (one example) of at most {limit}, got {size_text(size)}. {fix}"
+        )
 
     def _report_example(self, number: int, text: str, errs: list[Finding]) -> None:
         """Report the problems of one example, in column order (columns are only computed under the cap)."""
@@ -458,7 +407,7 @@ class _Pass:
             fix = "Remove examples (or move them to the training set)."
             report.add(1, 1, "", f"expected at most {limits.max_examples} examples, got {lines}. {fix}")
         if limits.max_file_bytes is not None and self.bytes > limits.max_file_bytes:
-            limit, got = _size(limits.max_file_bytes), _size(self.bytes)
+            limit, got = size_text(limits.max_file_bytes), size_text(self.bytes)
             report.add(1, 1, "", f"expected at most {limit} of converted Gemini JSONL, got {got}. Split the dataset.")
 
     def summary(self, converted_path: str | None) -> DatasetSummary:
