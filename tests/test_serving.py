@@ -196,8 +196,10 @@ class TestOpenAI:
     def test_errors_have_openai_shape(self, url: str) -> None:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
         with pytest.raises(openai.BadRequestError) as bad:
-            client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "x"}], stream=True)
-        assert bad.value.code == "unsupported_parameter" and "stream" in bad.value.message
+            client.chat.completions.create(
+                model=NAME, messages=[{"role": "user", "content": "x"}], response_format={"type": "json_object"}
+            )
+        assert bad.value.code == "invalid_request" and "response_format: structured output" in bad.value.message
         with pytest.raises(openai.NotFoundError, match="'other' does not exist"):
             client.chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
         response = httpx.post(

@@ -11,10 +11,9 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from tuneform import catalogue
-from tuneform.catalogue import Split
 from tuneform.plan import build_plan, render_markdown, render_text
 from tuneform.spec.errors import SpecErrors
 from tuneform.spec.loader import SPEC_DIR, find_repo_root, find_spec_files, load_specs, resolve
@@ -95,14 +94,16 @@ def _check_datasets(
             note = f"{spec.name} on {spec.target}: tokens not counted ({counting.missing})"
             if note not in notes:
                 notes.append(note)
-        splits: tuple[tuple[Split, str | None], ...] = (
+        splits: tuple[tuple[Literal["train", "validation", "test"], str | None], ...] = (
             ("train", spec.dataset.train_path),
             ("validation", spec.dataset.validation_path),
+            ("test", spec.dataset.test_path),  # checked with the validation set's limits
         )
         for split, path in splits:
             if path is None:
                 continue
-            key = (path, spec.dataset.format, catalogue.limits_for(spec.base_model, split), counting.method)
+            limits = catalogue.limits_for(spec.base_model, "train" if split == "train" else "validation")
+            key = (path, spec.dataset.format, limits, counting.method)
             if key in done:
                 continue
             done.add(key)

@@ -50,6 +50,8 @@ class PreparedModel:
     """USD, from the catalogue's price per 1M training tokens; ``None`` when the price is unknown."""
     price_confirmed: bool
     spec_hash: str
+    test: PreparedDataset | None = None
+    """Local target: checked and converted like the validation set, scored after tuning, never trained on."""
 
 
 def cache_root(repo_root: Path) -> Path:
@@ -108,6 +110,7 @@ def prepare(
             continue
         train = _prepare_dataset(repo_root, spec, "train", problems, say, counting=counting)
         validation = _prepare_dataset(repo_root, spec, "validation", problems, say, counting=counting)
+        test = _prepare_dataset(repo_root, spec, "test", problems, say, counting=counting)
         if train is None:
             continue
         price: Any = (prices or {}).get(spec.base_model)
@@ -124,6 +127,7 @@ def prepare(
                 estimated_cost=run.cost,
                 price_confirmed=run.price_confirmed,
                 spec_hash=spec.spec_hash(train.sha256 + ":" + (validation.sha256 if validation else "")),
+                test=test,
             )
         )
     if problems:
@@ -133,7 +137,7 @@ def prepare(
 
 def check_local_dataset(
     spec: ResolvedSpec,
-    split: Literal["train", "validation"],
+    split: Literal["train", "validation", "test"],
     counting: TokenCounting,
     say: Callable[[str], None],
     *,
@@ -153,11 +157,14 @@ def check_local_dataset(
     from tuneform import catalogue
     from tuneform.datasets import DatasetLimits, check_dataset, read_summary, write_summary
 
-    local = spec.dataset.train_path if split == "train" else spec.dataset.validation_path
+    local = {"train": spec.dataset.train_path, "validation": spec.dataset.validation_path}.get(
+        split, spec.dataset.test_path
+    )
     if local is None:
         return None, []
     path = Path(local)
-    limits = catalogue.limits_for(spec.base_model, split)
+    # A test set is only answered, never trained on: the validation set's limits fit it.
+    limits = catalogue.limits_for(spec.base_model, "train" if split == "train" else "validation")
     if not counting.available:
         limits = replace(limits, max_tokens_per_example=None)
     display = os.path.relpath(path, Path.cwd())
@@ -196,16 +203,17 @@ def check_local_dataset(
 def _prepare_dataset(
     repo_root: Path,
     spec: ResolvedSpec,
-    split: Literal["train", "validation"],
+    split: Literal["train", "validation", "test"],
     problems: list[Any],
     say: Callable[[str], None],
     *,
     counting: TokenCounting,
 ) -> PreparedDataset | None:
-    written = spec.dataset.train if split == "train" else spec.dataset.validation
+    written = {"train": spec.dataset.train, "validation": spec.dataset.validation}.get(split, spec.dataset.test)
     if written is None:
         return None
-    if (spec.dataset.train_path if split == "train" else spec.dataset.validation_path) is None:
+    local = {"train": spec.dataset.train_path, "validation": spec.dataset.validation_path}.get(split)
+    if (local if split != "test" else spec.dataset.test_path) is None:
         # gs:// data is checked by the tuning service itself; we cannot stream it without credentials here.
         return PreparedDataset(split, written, "", 0, 0, "unknown: remote file", "")
     summary, found = check_local_dataset(spec, split, counting, say, cache=cache_root(repo_root))

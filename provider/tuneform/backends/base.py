@@ -100,6 +100,10 @@ class TuningRequest:
     """Vertex: ``previous`` or a tuned model version to continue from (continuous tuning); ``None``: the base model."""
     intermediate_checkpoints: bool = False
     """Vertex: keep a checkpoint per epoch (each deployed by Vertex to an endpoint of its own)."""
+    test: DatasetArtifact | None = None
+    """Local: scored after tuning at the version's decoding defaults (``spec.dataset.test``)."""
+    generation: dict[str, Any] | None = None
+    """Local: the version's decoding defaults (``spec.endpoint.generation``), saved with the version."""
 
 
 @dataclass(frozen=True)

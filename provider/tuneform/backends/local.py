@@ -67,6 +67,9 @@ class LocalBackend:
 
         self.root = registry_root(repo_root)
         self.registry = Registry(self.root)
+        # Owner-only: the registry keeps training data, logs and endpoint keys (whatever mode a file inside has).
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
         self.cache_dir = cache_dir or default_cache_dir()
         self.host = host
         self.keep_versions = keep_versions
@@ -133,6 +136,7 @@ class LocalBackend:
             metrics=_finite(result["metrics"]),
             parent_version=latest.number if latest is not None else None,
             training_log=result["logPath"],
+            extra={"generation": request.generation} if request.generation else None,
         )
         self.registry.finish_run(request.name, request.spec_hash, succeeded=True)
         removed = self.registry.retain(request.name, keep_last=self.keep_versions)
@@ -213,18 +217,23 @@ class LocalBackend:
             epochs=int(hp.get("epochs") or defaults.epochs),
             learning_rate=float(hp.get("learningRate") or defaults.learning_rate),
             batch_size=int(hp.get("batchSize") or defaults.batch_size),
+            test_file=request.test.uri if request.test else None,
+            generation=request.generation,
         )
         (run_dir / "request.json").write_text(run.to_json())
         log_path = run_dir / "run.log"
-        progress(f"training in a child process; full log: {log_path}")
+        progress(f"training in a child process; its full log (library output included): {log_path}")
         tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
-        with log_path.open("a") as log:
+        # The child writes everything to the log itself and only tuneform's progress lines to its stdout (see
+        # tuneform.training.run.quiet_output); its stderr reaches the log too, for anything said before that.
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as log:
             # The child holds the run's lock with us (a run directory is trained by one process at a time), leads
             # a process group of its own (stopped whole), and is stopped if the engine goes (processes.track).
             child = subprocess.Popen(
                 [sys.executable, "-m", "tuneform.training.run", str(run_dir)],
                 stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stderr=log,
                 text=True,
                 bufsize=1,
                 pass_fds=(self.registry.run_lock_fd(request.name, request.spec_hash),),
@@ -235,13 +244,13 @@ class LocalBackend:
             assert child.stdout is not None
             for raw in child.stdout:
                 line = raw.rstrip()
-                log.write(line + "\n")
-                log.flush()
                 tail.append(line)
                 progress(line)
             code = child.wait()
             processes.untrack(child)
         if code != 0:
+            with log_path.open(encoding="utf-8", errors="replace") as written:
+                tail.extend(line.rstrip() for line in written)  # the traceback is in the log, not the progress
             raise TuningFailed(
                 f"local tuning of {request.name} failed (exit {code}); its checkpoints stay in {run_dir} and the "
                 f"next `pulumi up` resumes from them. Last lines of {log_path}:\n" + "\n".join(tail),
@@ -291,7 +300,8 @@ class LocalBackend:
 
         directory = self._endpoint_dir(request.name)
         directory.mkdir(parents=True, exist_ok=True)
-        versions: dict[str, dict[str, str]] = {}
+        directory.chmod(0o700)  # its config holds the key, its log what clients asked
+        versions: dict[str, dict[str, Any]] = {}
         base_dirs: set[str] = set()
         for number in request.traffic:
             version = self.registry.get(request.model, number)
@@ -309,6 +319,8 @@ class LocalBackend:
                 "artifact_dir": str(self.registry.store.get(version.artifact_sha256)),
                 "kind": version.artifact_kind,
                 "base_model_dir": str(base_dir),
+                # The version's own decoding defaults (spec.endpoint.generation when it was tuned).
+                **({"generation": version.extra["generation"]} if version.extra.get("generation") else {}),
             }
         api_key = request.settings.get("api_key") or secrets.token_urlsafe(32)
         port = int(request.settings.get("port") or DEFAULT_PORT)

@@ -43,6 +43,7 @@ TRAINING_INPUTS = (
     "target",
     "continueFrom",
     "intermediateCheckpoints",
+    "generation",
 )
 IN_PLACE_INPUTS = ("description", "labels")
 
@@ -103,6 +104,10 @@ class TuningJobProvider(ResourceProvider):
             adopt=props.get("adopt"),
             continue_from=props.get("continueFrom"),
             intermediate_checkpoints=bool(props.get("intermediateCheckpoints")),
+            test=DatasetArtifact(props["testSha256"], props["testUri"], props.get("testExamples") or 0, 0)
+            if props.get("testUri")
+            else None,
+            generation=props.get("generation"),
         )
         emit = progress_printer(props["name"])
         emit(
@@ -185,6 +190,10 @@ class TuningJob(Resource, module="tuneform", name="TuningJob"):
         adopt: str | None = None,
         continue_from: str | None = None,
         intermediate_checkpoints: bool | None = None,
+        test_sha256: str | None = None,
+        test_uri: str | None = None,
+        test_examples: int | None = None,
+        generation: dict[str, Any] | None = None,
         estimated_training_tokens: int = 0,
         token_method: str = "",
         estimated_cost: float | None = None,

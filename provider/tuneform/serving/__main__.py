@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from tuneform.serving.config import ConfigError, load_config
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tuneform.serving", description=__doc__)
     parser.add_argument("--config", required=True, help="the endpoint's JSON configuration file")
     args = parser.parse_args(argv)
+    os.umask(0o077)  # whatever the server writes is its owner's only
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -43,8 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     pool = ModelPool(config, on_failure=stop_serving)
     app = create_app(config, pool)
     # A bounded graceful shutdown: SIGTERM lets a running generation finish for a few seconds, not indefinitely.
+    # uvicorn's access log prints query strings as sent, and a Gemini client may send its key as `?key=`: the app's
+    # own access log (tuneform.serving.app.AccessLog) masks it instead.
     server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level="info",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
     )
     server.run()
     return 1 if pool.state == "failed" else 0

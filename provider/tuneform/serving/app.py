@@ -1,88 +1,59 @@
-"""The endpoint's HTTP API: OpenAI chat completions and Gemini ``generateContent`` over locally tuned versions.
+"""The endpoint's HTTP API: OpenAI and Gemini dialects over one request pipeline and the batching engines.
 
 Routes (``create_app``):
 
-- ``GET /health``: 200 ``{"status": "ok"}`` once every version is loaded, 503 while loading, 500 if loading failed.
-  It needs no key: service supervision (``service.status``, ``pulumi refresh``) must check liveness without holding
-  the secret, and the route reveals only the model name, versions and pid.
-- ``GET /v1/models`` and ``POST /v1/chat/completions``: OpenAI shapes; ``Authorization: Bearer <key>``.
-- ``POST /v1beta/models/{model}:generateContent`` (Gemini API) and
-  ``POST /v1/projects/{project}/locations/{location}/endpoints/{endpoint}:generateContent`` (Vertex AI style; any
-  project and location, the endpoint is the model name): Gemini shapes; key as bearer, ``x-goog-api-key`` or
-  ``?key=``.
+- ``GET /health``: 200 once every version is loaded, 503 while loading, 500 if loading failed; no key needed (service
+  supervision checks liveness without the secret; the route reveals only the model name, versions and pid).
+- OpenAI: ``POST /v1/chat/completions`` (``stream: true`` answers server-sent events), ``GET /v1/models`` and
+  ``GET /v1/models/{id}``; key as ``Authorization: Bearer``.
+- Gemini API: ``POST /v1beta/models/{model}:generateContent``, ``:streamGenerateContent`` (``?alt=sse``) and
+  ``:countTokens``, the same under ``/v1/models/`` (current google-genai clients call ``/v1``), ``GET
+  /v1beta/models[/{model}]``; and Vertex AI style ``/v1/projects/{p}/locations/{l}/endpoints/{model}:<method>``. Key as
+  bearer, ``x-goog-api-key`` or ``?key=``. ``GET /v1/models[/{id}]`` answers in Gemini's shape when the key comes the
+  Gemini way, else in OpenAI's.
 
-The model name is the config's ``name``; ``<name>@<n>`` pins version ``n``. Otherwise the version is picked by
-hashing the request id (``X-Request-Id``, else OpenAI ``user``, else a fresh id) into ``[0, 100)`` against the
-``traffic`` split, so one id always reaches the same version. Every answer carries ``X-Tuneform-Model-Version`` and
-names ``<name>@<n>`` in ``model`` / ``modelVersion``. Streaming is not offered: ``stream: true`` gets a 400.
-
-Every version is loaded once at start, in a background thread (memory: one copy of the base per version; the
-inference module decides whether adapters share it). Generation runs in a worker thread, one request at a time per
-version, since a CPU-bound model gains nothing from interleaving and its memory stays bounded.
+Every request goes one way (``Endpoint.generate``): read the body within its size limit -> authorise -> the dialect
+parses it into an ``Ask`` (400 naming each bad or unsupported field) -> pick the version (``<name>@<n>`` pins one;
+otherwise the request id, ``X-Request-Id`` or OpenAI ``user``, hashes into the ``traffic`` split) -> fill unset
+decoding from the version's saved defaults -> render the prompt and check it against the model's context -> submit
+to that version's engine (503 with ``Retry-After`` when its queue is full) -> the dialect renders the answer, whole
+or streamed. A client that disconnects cancels its generation. Every error, unknown routes and methods included,
+answers in the calling API's JSON error shape. Every answer carries ``X-Tuneform-Model-Version`` and names
+``<name>@<n>`` in ``model`` / ``modelVersion``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
-import importlib
 import os
 import sys
 import threading
 import time
-import traceback
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tuneform.serving import gemini_api, openai_api
 from tuneform.serving.config import ServerConfig
+from tuneform.serving.engine import Engine, Job, QueueFull
+from tuneform.serving.pool import ModelPool
+from tuneform.serving.protocol import ApiError, Ask, Completion, Limits, object_body
 
-Message = dict[str, str]
-"""``{"role": "user" | "assistant", "content": text}``; the system prompt travels separately."""
+__all__ = ["ModelPool", "create_app", "pick_version"]
 
-
-class Inference(Protocol):
-    """What the server needs from the trainer's side (``tuneform.training`` by default).
-
-    ``load_for_inference(base_model_dir, artifact_dir, kind) -> (model, tokenizer)`` and
-    ``generate(model, tokenizer, messages, *, system, max_new_tokens, temperature, top_p, seed)
-    -> (text, prompt_tokens, completion_tokens, finish_reason)`` where ``finish_reason`` is ``stop`` or ``length``.
-    """
-
-    def load_for_inference(self, base_model_dir: Path, artifact_dir: Path, kind: str) -> tuple[Any, Any]: ...
-
-    def generate(
-        self,
-        model: Any,
-        tokenizer: Any,
-        messages: list[Message],
-        *,
-        system: str | None,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int,
-    ) -> tuple[str, int, int, str]: ...
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One generated answer."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
-    """``stop`` (end of turn or a stop sequence) or ``length``."""
+Events = AsyncIterator[tuple[int, str, Any]]
 
 
 def pick_version(traffic: dict[int, int], request_id: str) -> int:
@@ -109,212 +80,380 @@ def _seed_for(request_id: str) -> int:
     return int.from_bytes(hashlib.sha256(b"seed:" + request_id.encode()).digest()[:4], "big")
 
 
-class ModelPool:
-    """Loads every configured version once and runs generation on them, one request per version at a time.
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    error: Callable[[ApiError], tuple[dict[str, Any], int]]
+    google: bool
+    """Takes the key as ``x-goog-api-key`` or ``?key=`` too."""
 
-    Args:
-        config: The server configuration.
-        inference: The loader/generator; ``None`` imports ``config.inference``.
-        on_failure: Called (from the loading thread) if loading fails, e.g. to stop the server.
-    """
 
-    def __init__(
-        self, config: ServerConfig, inference: Inference | None = None, on_failure: Callable[[], None] | None = None
-    ) -> None:
-        self.config = config
-        self._inference = inference
-        self._on_failure = on_failure
-        self.state = "loading"
-        self.error: str | None = None
-        self._models: dict[int, tuple[Any, Any]] = {}
-        self._locks = {version: threading.Lock() for version in config.versions}
+OPENAI = Dialect("OpenAI", openai_api.error, google=False)
+GEMINI = Dialect("Gemini", gemini_api.error, google=True)
 
-    def load(self) -> None:
-        """Loads all versions (blocking); records ``failed`` and the error instead of raising."""
+
+def dialect_of(request: Request) -> Dialect:
+    """The API a request speaks, from its path and how it carries the key (for routes both APIs share)."""
+    path = request.url.path
+    if path.startswith(("/v1beta", "/v1/projects")) or ":" in path.rsplit("/", 1)[-1]:
+        return GEMINI
+    if "x-goog-api-key" in request.headers or "key" in request.query_params:
+        return GEMINI
+    return OPENAI
+
+
+@dataclass
+class Run:
+    """The jobs of one request inside an engine, and the events they report."""
+
+    engine: Engine
+    jobs: list[Job]
+    queue: asyncio.Queue[tuple[int, str, Any]]
+
+    async def events(self) -> Events:
+        """``(index, "text" | "done" | "error", value)`` until every job ended; leaving early cancels the rest."""
+        remaining = len(self.jobs)
         try:
-            inference = self._inference or importlib.import_module(self.config.inference)
-            for number, version in self.config.versions.items():
-                started = time.monotonic()
-                print(
-                    f"loading {self.config.name}@{number} ({version.kind}) from {version.artifact_dir}",
-                    file=sys.stderr,
-                )
-                self._models[number] = inference.load_for_inference(
-                    Path(version.base_model_dir), Path(version.artifact_dir), version.kind
-                )
-                print(f"loaded {self.config.name}@{number} in {time.monotonic() - started:.1f}s", file=sys.stderr)
-            self._inference = inference
-            self.state = "ready"
-            print(f"ready: {self.config.name} on http://{self.config.host}:{self.config.port}", file=sys.stderr)
-        except Exception as exc:  # noqa: BLE001 - any loading failure must reach /health and the log, not kill a thread silently
-            self.error = f"{type(exc).__name__}: {exc}"
-            self.state = "failed"
-            traceback.print_exc(file=sys.stderr)
-            if self._on_failure is not None:
-                self._on_failure()
+            while remaining:
+                event = await self.queue.get()
+                if event[1] != "text":
+                    remaining -= 1
+                yield event
+        finally:
+            self.engine.cancel(self.jobs)
 
-    def generate(
-        self,
-        version: int,
-        messages: list[Message],
-        *,
-        system: str | None,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int,
-    ) -> Completion:
-        """Generates one answer with a loaded version (blocking; call from a worker thread).
+    async def completions(self) -> list[Completion]:
+        answers: dict[int, Completion] = {}
+        async for index, kind, value in self.events():
+            if kind == "error":
+                raise ApiError(500, f"Generation failed: {value}", code="generation_failed")
+            if kind == "done":
+                answers[index] = value
+        return [answers[i] for i in sorted(answers)]
 
-        Args:
-            version: The version number.
-            messages: The conversation, ending with a user turn.
-            system: The system prompt, if any.
-            max_new_tokens: Upper bound on generated tokens.
-            temperature: 0 means greedy.
-            top_p: Nucleus sampling mass.
-            seed: Sampling seed.
 
-        Returns:
-            The answer and its token counts.
-        """
-        assert self._inference is not None and self.state == "ready"
-        model, tokenizer = self._models[version]
-        with self._locks[version]:
-            text, prompt_tokens, completion_tokens, finish = self._inference.generate(
-                model,
-                tokenizer,
-                messages,
-                system=system,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                seed=seed,
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class Endpoint:
+    """The request pipeline over a pool of served versions."""
+
+    def __init__(self, config: ServerConfig, pool: ModelPool) -> None:
+        self.config = config
+        self.pool = pool
+        self.name = config.name
+        self._key = config.api_key.encode()
+
+    # The pipeline's steps ------------------------------------------------------------------------------------------
+
+    def reply(self, dialect: Dialect, err: ApiError) -> JSONResponse:
+        body, status = dialect.error(err)
+        headers = {"Retry-After": str(err.retry_after)} if err.retry_after else None
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    def authorize(self, request: Request, dialect: Dialect) -> None:
+        supplied = None
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            supplied = header[7:].strip()
+        elif dialect.google:
+            supplied = request.headers.get("x-goog-api-key") or request.query_params.get("key")
+        if not supplied:
+            raise ApiError(
+                401,
+                "No API key provided. Send `Authorization: Bearer <key>`"
+                + (", `x-goog-api-key: <key>` or `?key=<key>`" if dialect.google else "")
+                + "; the key is the endpoint's `apiKey` output.",
+                code="missing_api_key",
             )
-        return Completion(text, int(prompt_tokens), int(completion_tokens), finish)
+        if not hmac.compare_digest(supplied.encode(), self._key):
+            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
 
+    async def body(self, request: Request) -> dict[str, Any]:
+        limit = self.config.max_body_bytes
+        too_big = ApiError(
+            413,
+            f"The request body is larger than this endpoint's limit of {limit:,} bytes; send a shorter request.",
+            code="request_too_large",
+        )
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+        return object_body(b"".join(chunks))
 
-class ApiError(Exception):
-    """A client error, rendered in the calling API's error shape."""
+    @property
+    def limits(self) -> Limits:
+        config = self.config
+        return Limits(
+            max_body_bytes=config.max_body_bytes,
+            max_messages=config.max_messages,
+            max_new_tokens=config.max_new_tokens_limit,
+            max_prompt_tokens=config.max_prompt_tokens or 1 << 30,
+        )
 
-    def __init__(self, status: int, message: str, *, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
+    def served(self) -> list[str]:
+        return [self.name, *(f"{self.name}@{n}" for n in self.config.versions)]
 
+    def resolve(self, model: str | None, request_id: str) -> int:
+        model = model.removeprefix("models/") if model else model
+        if model is None or model == self.name:
+            return pick_version(self.config.traffic, request_id)
+        base, sep, number = model.partition("@")
+        if base == self.name and sep and number.isdigit() and int(number) in self.config.versions:
+            return int(number)
+        raise ApiError(
+            404,
+            f"The model {model!r} does not exist on this endpoint; use one of: {', '.join(self.served())}.",
+            code="model_not_found",
+        )
 
-_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error"}
-_GOOGLE_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    404: "NOT_FOUND",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-}
+    def ready(self) -> None:
+        if self.pool.state != "ready":
+            raise ApiError(
+                503,
+                f"The model is {self.pool.state}; retry when /health returns 200.",
+                code="not_ready",
+                retry_after=5,
+            )
 
+    async def prompt(self, engine: Engine, ask: Ask) -> list[int]:
+        """The rendered prompt's tokens, refused when it does not leave room for the answer in the model's context."""
+        ids = await run_in_threadpool(engine.prompt_ids, ask.messages, ask.system)
+        budget = int(ask.decoding.max_new_tokens or 0)
+        allowed = min(engine.context - budget, self.limits.max_prompt_tokens)
+        if len(ids) > allowed:
+            raise ApiError(
+                400,
+                f"The prompt is {len(ids):,} tokens; this endpoint takes at most {allowed:,} (the model's context of "
+                f"{engine.context:,} tokens holds prompt and answer, and the answer may take {budget:,}). Shorten "
+                "the messages or ask for fewer output tokens.",
+                code="context_length_exceeded",
+                param="messages",
+            )
+        return ids
 
-def _openai_error(err: ApiError) -> JSONResponse:
-    kind = _OPENAI_TYPES.get(err.status, "server_error")
-    body = {"error": {"message": err.message, "type": kind, "param": err.param, "code": err.code}}
-    return JSONResponse(body, status_code=err.status)
+    def start(self, engine: Engine, ask: Ask, prompt: list[int], seed: int) -> Run:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, str, Any]] = asyncio.Queue()
 
+        def sink_for(index: int) -> Callable[[str, Any], None]:
+            def sink(kind: str, value: Any) -> None:
+                with contextlib.suppress(RuntimeError):  # the loop closed: the server is shutting down
+                    loop.call_soon_threadsafe(queue.put_nowait, (index, kind, value))
 
-def _google_error(err: ApiError) -> JSONResponse:
-    status = _GOOGLE_STATUS.get(err.status, "UNKNOWN")
-    return JSONResponse({"error": {"code": err.status, "message": err.message, "status": status}}, err.status)
+            return sink
 
+        jobs = [Job.make(prompt, replace(ask.decoding, seed=seed + i), sink_for(i)) for i in range(ask.count)]
+        try:
+            engine.submit(jobs)
+        except QueueFull as full:
+            raise ApiError(
+                503,
+                f"The endpoint is at capacity ({full}); retry in a moment.",
+                code="overloaded",
+                retry_after=1,
+            ) from None
+        return Run(engine, jobs, queue)
 
-def _number(body: dict[str, Any], key: str, default: float, bounds: tuple[float, float], problems: list[str]) -> float:
-    low, high = bounds
-    value = body.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        problems.append(f"{key}: expected a number from {low:g} to {high:g}, got {value!r}")
-        return default
-    return float(value)
+    async def generate(
+        self,
+        request: Request,
+        dialect: Dialect,
+        parse: Callable[[dict[str, Any]], Ask],
+        render: Callable[[str, list[Completion], str], dict[str, Any]],
+        stream: Callable[[str, Ask, str, Events], AsyncIterator[bytes]],
+    ) -> Response:
+        """The pipeline, the same for every API and method."""
+        try:
+            self.authorize(request, dialect)
+            ask = parse(await self.body(request))
+            supplied = request.headers.get("x-request-id") or ask.user
+            # Bounded: the id is echoed in a header and hashed per request.
+            request_id = supplied[:200] if supplied else f"req-{uuid.uuid4().hex}"
+            version = self.resolve(ask.model, request_id)
+            self.ready()
+            engine = self.pool.engines[version]
+            ask = ask.with_defaults(self.pool.defaults(version))
+            run = self.start(engine, ask, await self.prompt(engine, ask), ask.decoding.seed or _seed_for(request_id))
+        except ApiError as err:
+            return self.reply(dialect, err)
+        label = f"{self.name}@{version}"
+        headers = {"X-Tuneform-Model-Version": str(version), "X-Request-Id": request_id}
+        if ask.stream:
+            return StreamingResponse(
+                stream(label, ask, request_id, run.events()), media_type="text/event-stream", headers=headers
+            )
+        answer = asyncio.ensure_future(run.completions())
+        gone = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if not answer.done():
+            # The client went away: stop generating for it (the answer's generator cancels its jobs).
+            answer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await answer
+            return Response(status_code=499)
+        try:
+            completions = answer.result()
+        except ApiError as err:
+            return self.reply(dialect, err)
+        return JSONResponse(render(label, completions, request_id), headers=headers)
 
+    # Routes ---------------------------------------------------------------------------------------------------------
 
-def _count(body: dict[str, Any], key: str, default: int, high: int, problems: list[str]) -> int:
-    value = body.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-        problems.append(f"{key}: expected an integer from 1 to {high}, got {value!r}")
-        return default
-    return value
+    async def health(self, request: Request) -> JSONResponse:
+        status = {"ready": 200, "loading": 503}.get(self.pool.state, 500)
+        body: dict[str, Any] = {"status": "ok" if status == 200 else self.pool.state, "name": self.name}
+        body["versions"] = sorted(self.config.versions)
+        body["traffic"] = {str(v): p for v, p in self.config.traffic.items()}
+        body["pid"] = os.getpid()
+        body["waiting"] = {str(n): engine.waiting for n, engine in self.pool.engines.items()}
+        if self.pool.error:
+            body["error"] = self.pool.error
+        return JSONResponse(body, status_code=status)
 
+    async def chat_completions(self, request: Request) -> Response:
+        return await self.generate(
+            request,
+            OPENAI,
+            lambda body: openai_api.parse(body, self.limits),
+            lambda label, completions, _id: openai_api.render(label, completions),
+            lambda label, ask, _id, events: openai_api.stream(label, ask, events),
+        )
 
-def _stop_list(value: Any, key: str, problems: list[str]) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and len(value) <= 5 and all(isinstance(s, str) and s for s in value):
-        return list(value)
-    problems.append(f"{key}: expected a string or a list of at most 5 non-empty strings, got {value!r}")
-    return []
+    async def gemini_method(self, request: Request) -> Response:
+        model, method = request.path_params["model"], request.path_params["method"]
+        if method == "countTokens":
+            return await self.count_tokens(request, model)
+        if method not in ("generateContent", "streamGenerateContent"):
+            return self.reply(
+                GEMINI,
+                ApiError(
+                    404,
+                    f"Method {method!r} is not served; use generateContent, streamGenerateContent or countTokens.",
+                    code="not_found",
+                ),
+            )
+        sse = request.query_params.get("alt") == "sse"
+        streaming = method == "streamGenerateContent"
+        return await self.generate(
+            request,
+            GEMINI,
+            lambda body: gemini_api.parse(body, model, self.limits, stream=streaming),
+            gemini_api.render,
+            lambda label, _ask, response_id, events: gemini_api.stream(label, response_id, events, sse=sse),
+        )
 
+    async def count_tokens(self, request: Request, model: str) -> Response:
+        try:
+            self.authorize(request, GEMINI)
+            ask = gemini_api.parse_count(await self.body(request), model, self.limits)
+            version = self.resolve(ask.model, f"count-{uuid.uuid4().hex}")
+            self.ready()
+            ids = await run_in_threadpool(self.pool.engines[version].prompt_ids, ask.messages, ask.system)
+        except ApiError as err:
+            return self.reply(GEMINI, err)
+        return JSONResponse({"totalTokens": len(ids)}, headers={"X-Tuneform-Model-Version": str(version)})
 
-def _apply_stop(completion: Completion, stops: list[str]) -> Completion:
-    # The inference seam has no stop sequences, so they cut the finished text (the API's own semantics: the stop
-    # sequence is not part of the answer); token counts stay those actually generated.
-    cut = min((i for i in (completion.text.find(s) for s in stops) if i >= 0), default=-1)
-    if cut < 0:
-        return completion
-    return Completion(completion.text[:cut], completion.prompt_tokens, completion.completion_tokens, "stop")
+    async def list_models(self, request: Request) -> Response:
+        dialect = dialect_of(request)
+        try:
+            self.authorize(request, dialect)
+            if dialect is OPENAI:
+                return JSONResponse(openai_api.models(self.served()))
+            self.ready()
+            return JSONResponse({"models": [self._gemini_model(model) for model in self.served()]})
+        except ApiError as err:
+            return self.reply(dialect, err)
 
+    async def get_model(self, request: Request) -> Response:
+        dialect = dialect_of(request)
+        model = request.path_params["model"]
+        try:
+            self.authorize(request, dialect)
+            if model.removeprefix("models/") not in self.served():
+                self.resolve(model, "")  # raises the 404 naming what is served
+            if dialect is OPENAI:
+                return JSONResponse(openai_api.model_entry(model))
+            self.ready()
+            return JSONResponse(self._gemini_model(model.removeprefix("models/")))
+        except ApiError as err:
+            return self.reply(dialect, err)
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
-    return body
+    def _gemini_model(self, model: str) -> dict[str, Any]:
+        traffic = self.config.traffic
+        version = self.resolve(model, "") if "@" in model else max(traffic, key=lambda v: traffic[v])
+        context = self.pool.context(version)
+        return gemini_api.model_info(
+            model, str(version), context - 1, self.config.max_new_tokens_limit, self.pool.defaults(version)
+        )
 
-
-def _text_of(content: Any, where: str, problems: list[str]) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for i, part in enumerate(content):
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            else:
-                problems.append(f"{where}.content[{i}]: expected a text part {{'type': 'text', 'text': ...}}")
-        return "".join(texts)
-    problems.append(f"{where}.content: expected a string or a list of text parts, got {content!r}")
-    return ""
-
-
-def _parts_text(parts: Any, where: str, problems: list[str]) -> str:
-    if not isinstance(parts, list) or not parts:
-        problems.append(f"{where}.parts: expected a non-empty list of {{'text': ...}} parts")
-        return ""
-    texts = []
-    for i, part in enumerate(parts):
-        if isinstance(part, dict) and isinstance(part.get("text"), str):
-            texts.append(part["text"])
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        dialect = dialect_of(request)
+        if exc.status_code == 405:
+            allowed = exc.headers.get("Allow", "") if exc.headers else ""
+            err = ApiError(
+                405,
+                f"{request.method} is not allowed on {request.url.path}" + (f"; use {allowed}." if allowed else "."),
+                code="method_not_allowed",
+            )
         else:
-            problems.append(f"{where}.parts[{i}]: only text parts are supported by the local endpoint")
-    return "".join(texts)
+            err = ApiError(
+                404,
+                f"No route {request.method} {request.url.path} on this endpoint. The {dialect.name} API is served "
+                + (
+                    "under /v1/chat/completions and /v1/models."
+                    if dialect is OPENAI
+                    else "under /v1beta/models/{model}:generateContent (and /v1/models/...)."
+                ),
+                code="not_found",
+            )
+        response = self.reply(dialect, err)
+        if exc.status_code == 405 and exc.headers:
+            response.headers["Allow"] = exc.headers.get("Allow", "")
+        return response
 
 
-def _request_id(request: Request, user: Any) -> str:
-    supplied = request.headers.get("x-request-id") or (user if isinstance(user, str) else None)
-    # Bounded: the id is echoed in a header and hashed per request.
-    return supplied[:200] if supplied else f"req-{uuid.uuid4().hex}"
+class AccessLog:
+    """One line per request on stderr (the server's log), with any ``key`` query parameter masked: keys never reach
+    the log. Uvicorn's own access log, which prints the query string as sent, is off."""
 
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
-def _camel(body: dict[str, Any], key: str) -> Any:
-    # Google's JSON mapping accepts both lowerCamelCase and the proto's snake_case field names.
-    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
-    return body.get(key, body.get(snake))
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 0
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            query = "&".join(
+                "key=***" if part.split("=", 1)[0] == "key" else part
+                for part in scope.get("query_string", b"").decode("latin-1").split("&")
+                if part
+            )
+            path = scope.get("path", "") + (f"?{query}" if query else "")
+            elapsed = (time.monotonic() - started) * 1000
+            print(f"{scope.get('method')} {path} {status} {elapsed:.0f}ms", file=sys.stderr, flush=True)
 
 
 def create_app(config: ServerConfig, pool: ModelPool | None = None, *, load_in_background: bool = True) -> Starlette:
@@ -326,292 +465,39 @@ def create_app(config: ServerConfig, pool: ModelPool | None = None, *, load_in_b
         load_in_background: Start loading the pool when the app starts (``False`` if the caller loads it).
 
     Returns:
-        The Starlette app; serve it with uvicorn on ``config.host:config.port``.
+        The Starlette app; serve it with uvicorn on ``config.host:config.port`` (its access log off: ``AccessLog``
+        writes one that masks keys).
     """
     models = pool or ModelPool(config)
-    key = config.api_key.encode()
-    name = config.name
-
-    def authorized(request: Request, *, google: bool) -> None:
-        supplied = None
-        header = request.headers.get("authorization", "")
-        if header[:7].lower() == "bearer ":
-            supplied = header[7:].strip()
-        elif google:
-            supplied = request.headers.get("x-goog-api-key") or request.query_params.get("key")
-        if not supplied:
-            raise ApiError(
-                401,
-                "No API key provided. Send `Authorization: Bearer <key>`"
-                + (" or `x-goog-api-key: <key>`" if google else "")
-                + "; the key is the endpoint's `apiKey` output.",
-                code="missing_api_key",
-            )
-        if not hmac.compare_digest(supplied.encode(), key):
-            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
-
-    def ready() -> None:
-        if models.state != "ready":
-            raise ApiError(503, f"The model is {models.state}; retry when /health returns 200.", code="not_ready")
-
-    def resolve(model: str | None, request_id: str) -> int:
-        if model is None or model == name:
-            return pick_version(config.traffic, request_id)
-        base, sep, number = model.partition("@")
-        if base == name and sep and number.isdigit() and int(number) in config.versions:
-            return int(number)
-        served = ", ".join([name, *(f"{name}@{n}" for n in config.versions)])
-        raise ApiError(
-            404, f"The model {model!r} does not exist on this endpoint; use one of: {served}.", code="model_not_found"
-        )
-
-    def headers(version: int, request_id: str) -> dict[str, str]:
-        return {"X-Tuneform-Model-Version": str(version), "X-Request-Id": request_id}
-
-    async def answers(
-        version: int,
-        messages: list[Message],
-        *,
-        system: str | None,
-        count: int,
-        max_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int | None,
-        request_id: str,
-        stops: list[str],
-    ) -> list[Completion]:
-        """``count`` answers (OpenAI ``n``, Gemini ``candidateCount``), seeded ``seed``, ``seed + 1``, ... (from the
-        request id when no seed is given), each cut at its first stop sequence."""
-        base_seed = seed if seed is not None else _seed_for(request_id)
-        completions = []
-        for i in range(count):
-            completion = await run_in_threadpool(
-                models.generate,
-                version,
-                messages,
-                system=system,
-                max_new_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                seed=base_seed + i,
-            )
-            completions.append(_apply_stop(completion, stops))
-        return completions
-
-    async def health(request: Request) -> JSONResponse:
-        status = {"ready": 200, "loading": 503}.get(models.state, 500)
-        body: dict[str, Any] = {"status": "ok" if status == 200 else models.state, "name": name}
-        body["versions"] = sorted(config.versions)
-        body["traffic"] = {str(v): p for v, p in config.traffic.items()}
-        body["pid"] = os.getpid()
-        if models.error:
-            body["error"] = models.error
-        return JSONResponse(body, status_code=status)
-
-    async def list_models(request: Request) -> JSONResponse:
-        try:
-            authorized(request, google=False)
-        except ApiError as err:
-            return _openai_error(err)
-        created = int(time.time())
-        ids = [name, *(f"{name}@{n}" for n in config.versions)]
-        data = [{"id": i, "object": "model", "created": created, "owned_by": "tuneform"} for i in ids]
-        return JSONResponse({"object": "list", "data": data})
-
-    async def chat_completions(request: Request) -> JSONResponse:
-        try:
-            authorized(request, google=False)
-            body = await _json_body(request)
-            problems: list[str] = []
-            if body.get("stream"):
-                raise ApiError(
-                    400,
-                    "stream: streaming is not supported by the local endpoint; send `stream: false`.",
-                    code="unsupported_parameter",
-                    param="stream",
-                )
-            raw_messages = body.get("messages")
-            system_parts, messages = [], []
-            if not isinstance(raw_messages, list) or not raw_messages:
-                problems.append("messages: expected a non-empty list of {role, content} objects")
-                raw_messages = []
-            for i, message in enumerate(raw_messages):
-                where = f"messages[{i}]"
-                role = message.get("role") if isinstance(message, dict) else None
-                if role not in ("system", "developer", "user", "assistant"):
-                    problems.append(f"{where}.role: expected system, developer, user or assistant, got {role!r}")
-                    continue
-                text = _text_of(message.get("content"), where, problems)
-                if role in ("system", "developer"):
-                    system_parts.append(text)
-                else:
-                    messages.append({"role": str(role), "content": text})
-            if raw_messages and not messages:
-                problems.append("messages: expected at least one user message")
-            temperature = _number(body, "temperature", 1.0, (0.0, 2.0), problems)
-            top_p = _number(body, "top_p", 1.0, (0.0, 1.0), problems)
-            limit = config.max_new_tokens_limit
-            max_tokens = _count(body, "max_completion_tokens", 0, limit, problems) or _count(
-                body, "max_tokens", config.max_new_tokens, limit, problems
-            )
-            n = _count(body, "n", 1, 8, problems)
-            stops = _stop_list(body.get("stop"), "stop", problems)
-            seed = body.get("seed")
-            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-                problems.append(f"seed: expected an integer, got {seed!r}")
-            model = body.get("model")
-            if not isinstance(model, str):
-                problems.append(f"model: expected a string such as {name!r}, got {model!r}")
-            if problems:
-                raise ApiError(400, "; ".join(problems) + ".", code="invalid_request")
-            request_id = _request_id(request, body.get("user"))
-            version = resolve(str(model), request_id)
-            ready()
-        except ApiError as err:
-            return _openai_error(err)
-        completions = await answers(
-            version,
-            messages,
-            system="\n".join(system_parts) or None,
-            count=n,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            request_id=request_id,
-            stops=stops,
-        )
-        prompt_tokens = completions[0].prompt_tokens
-        completion_tokens = sum(c.completion_tokens for c in completions)
-        response = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": f"{name}@{version}",
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": c.text},
-                    "logprobs": None,
-                    "finish_reason": c.finish_reason,
-                }
-                for i, c in enumerate(completions)
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-        return JSONResponse(response, headers=headers(version, request_id))
-
-    async def generate_content(request: Request, model: str) -> JSONResponse:
-        try:
-            authorized(request, google=True)
-            body = await _json_body(request)
-            problems: list[str] = []
-            contents = body.get("contents")
-            messages = []
-            if not isinstance(contents, list) or not contents:
-                problems.append("contents: expected a non-empty list of {role, parts} objects")
-                contents = []
-            for i, content in enumerate(contents):
-                where = f"contents[{i}]"
-                if not isinstance(content, dict):
-                    problems.append(f"{where}: expected an object with role and parts")
-                    continue
-                role = content.get("role", "user")
-                if role not in ("user", "model"):
-                    problems.append(f"{where}.role: expected user or model, got {role!r}")
-                text = _parts_text(content.get("parts"), where, problems)
-                messages.append({"role": "assistant" if role == "model" else "user", "content": text})
-            system = None
-            instruction = _camel(body, "systemInstruction")
-            if instruction is not None:
-                if isinstance(instruction, dict):
-                    system = _parts_text(instruction.get("parts"), "systemInstruction", problems)
-                else:
-                    problems.append("systemInstruction: expected an object with parts")
-            gen = _camel(body, "generationConfig") or {}
-            if not isinstance(gen, dict):
-                problems.append("generationConfig: expected an object")
-                gen = {}
-            gen = {
-                k: _camel(gen, k)
-                for k in ("temperature", "topP", "maxOutputTokens", "candidateCount", "stopSequences", "seed")
-            }
-            temperature = _number(gen, "temperature", 1.0, (0.0, 2.0), problems)
-            top_p = _number(gen, "topP", 0.95, (0.0, 1.0), problems)
-            max_tokens = _count(gen, "maxOutputTokens", config.max_new_tokens, config.max_new_tokens_limit, problems)
-            candidates = _count(gen, "candidateCount", 1, 8, problems)
-            stops = _stop_list(gen.get("stopSequences"), "generationConfig.stopSequences", problems)
-            seed = gen.get("seed")
-            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-                problems.append(f"generationConfig.seed: expected an integer, got {seed!r}")
-            if problems:
-                raise ApiError(400, "; ".join(problems) + ".", code="invalid_request")
-            request_id = _request_id(request, None)
-            version = resolve(model, request_id)
-            ready()
-        except ApiError as err:
-            return _google_error(err)
-        completions = await answers(
-            version,
-            messages,
-            system=system,
-            count=candidates,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            request_id=request_id,
-            stops=stops,
-        )
-        prompt_tokens = completions[0].prompt_tokens
-        candidate_tokens = sum(c.completion_tokens for c in completions)
-        response = {
-            "candidates": [
-                {
-                    "content": {"role": "model", "parts": [{"text": c.text}]},
-                    "finishReason": "MAX_TOKENS" if c.finish_reason == "length" else "STOP",
-                    "index": i,
-                }
-                for i, c in enumerate(completions)
-            ],
-            "usageMetadata": {
-                "promptTokenCount": prompt_tokens,
-                "candidatesTokenCount": candidate_tokens,
-                "totalTokenCount": prompt_tokens + candidate_tokens,
-            },
-            "modelVersion": f"{name}@{version}",
-            "responseId": request_id,
-        }
-        return JSONResponse(response, headers=headers(version, request_id))
-
-    async def gemini_route(request: Request) -> JSONResponse:
-        return await generate_content(request, request.path_params["model"])
-
-    async def vertex_route(request: Request) -> JSONResponse:
-        return await generate_content(request, request.path_params["endpoint"])
+    endpoint = Endpoint(config, models)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if load_in_background and models.state == "loading":
             threading.Thread(target=models.load, name="load-models", daemon=True).start()
         yield
+        models.stop()
 
-    routes = [
-        Route("/health", health, methods=["GET"]),
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1beta/models/{model}:generateContent", gemini_route, methods=["POST"]),
-        Route(
-            "/v1/projects/{project}/locations/{location}/endpoints/{endpoint}:generateContent",
-            vertex_route,
-            methods=["POST"],
-        ),
+    gemini_paths = [
+        "/v1beta/models/{model}:{method}",
+        "/v1/models/{model}:{method}",
+        "/v1/projects/{project}/locations/{location}/endpoints/{model}:{method}",
+        "/v1beta1/projects/{project}/locations/{location}/endpoints/{model}:{method}",
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    routes = [
+        Route("/health", endpoint.health, methods=["GET"]),
+        Route("/v1/chat/completions", endpoint.chat_completions, methods=["POST"]),
+        *(Route(path, endpoint.gemini_method, methods=["POST"]) for path in gemini_paths),
+        Route("/v1/models", endpoint.list_models, methods=["GET"]),
+        Route("/v1beta/models", endpoint.list_models, methods=["GET"]),
+        Route("/v1/models/{model}", endpoint.get_model, methods=["GET"]),
+        Route("/v1beta/models/{model}", endpoint.get_model, methods=["GET"]),
+    ]
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        404: endpoint.not_found,
+        405: endpoint.not_found,
+    }
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app.add_middleware(AccessLog)
     app.state.pool = models
     return app

@@ -8,10 +8,15 @@ Example::
      "traffic": {"1": 100}, "log_path": ".tuneform/endpoints/ticket-router.log"}
 
 A version may name its own ``base_model_dir`` (versions tuned from different bases); the top-level one is the
-default. Optional keys: ``inference`` (the module providing ``load_for_inference`` and ``generate``, default
-``tuneform.training``), ``pid_path`` (default: ``log_path`` with ``.pid``), ``max_new_tokens`` (default for requests
-that set none, 256), ``max_new_tokens_limit`` (1024), ``load_timeout_s`` (unused by the server; ``service.start``
-waits this long, 300).
+default. A version's ``generation`` holds its decoding defaults (``spec.endpoint.generation``, saved with the version:
+``temperature``, ``topP``, ``topK``, ``maxOutputTokens``, ``stop``), used wherever a request sets none.
+
+Optional keys: ``inference`` (the module providing ``load_for_inference``, default ``tuneform.training``),
+``pid_path`` (default: ``log_path`` with ``.pid``), ``max_new_tokens`` (default for requests and versions that set
+none, 256), ``max_new_tokens_limit`` (1024), ``load_timeout_s`` (unused by the server; ``service.start`` waits this
+long, 300), and the request limits: ``max_body_bytes`` (1 MiB), ``max_messages`` (256 turns),
+``max_prompt_tokens`` (default: the model's context less the answer's budget), ``max_batch`` (rows decoded together,
+8) and ``max_waiting`` (requests waiting to join the batch before new ones get a 503, 64).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import json
 import os
 import secrets
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,8 @@ DEFAULT_PORT = 8765
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 KINDS = ("adapter", "full")
+GENERATION_KEYS = ("temperature", "topP", "topK", "maxOutputTokens", "stop")
+"""A version's decoding defaults, as ``spec.endpoint.generation`` names them."""
 
 
 class ConfigError(ValueError):
@@ -51,6 +58,8 @@ class VersionConfig:
     """``adapter`` (a PEFT adapter directory over ``base_model_dir``) or ``full`` (a complete model directory)."""
     base_model_dir: str
     """The base this version was tuned from (the file's per-version ``base_model_dir``, else the top-level one)."""
+    generation: dict[str, Any] = field(default_factory=dict)
+    """Decoding defaults saved with the version (keys of ``GENERATION_KEYS``); empty: the server's."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,12 @@ class ServerConfig:
     max_new_tokens: int = 256
     max_new_tokens_limit: int = 1024
     load_timeout_s: float = 300.0
+    max_body_bytes: int = 1 << 20
+    max_messages: int = 256
+    max_prompt_tokens: int | None = None
+    """``None``: the model's context less the answer's budget."""
+    max_batch: int = 8
+    max_waiting: int = 64
 
     def to_json(self) -> dict[str, Any]:
         """Renders the configuration in its file format.
@@ -85,7 +100,12 @@ class ServerConfig:
             "api_key": self.api_key,
             "base_model_dir": self.base_model_dir,
             "versions": {
-                str(n): {"artifact_dir": v.artifact_dir, "kind": v.kind, "base_model_dir": v.base_model_dir}
+                str(n): {
+                    "artifact_dir": v.artifact_dir,
+                    "kind": v.kind,
+                    "base_model_dir": v.base_model_dir,
+                    **({"generation": v.generation} if v.generation else {}),
+                }
                 for n, v in self.versions.items()
             },
             "traffic": {str(n): p for n, p in self.traffic.items()},
@@ -95,6 +115,11 @@ class ServerConfig:
             "max_new_tokens": self.max_new_tokens,
             "max_new_tokens_limit": self.max_new_tokens_limit,
             "load_timeout_s": self.load_timeout_s,
+            "max_body_bytes": self.max_body_bytes,
+            "max_messages": self.max_messages,
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "max_batch": self.max_batch,
+            "max_waiting": self.max_waiting,
         }
 
 
@@ -169,9 +194,18 @@ def parse_config(data: Any, source: str = "<config>") -> ServerConfig:
             problems.append(f"versions.{key}.artifact_dir: expected a directory path, got {artifact_dir!r}.")
         if kind not in KINDS:
             problems.append(f"versions.{key}.kind: expected one of {', '.join(KINDS)}, got {kind!r}.")
-        for extra in sorted(set(entry) - {"artifact_dir", "kind", "base_model_dir"}):
+        for extra in sorted(set(entry) - {"artifact_dir", "kind", "base_model_dir", "generation"}):
             problems.append(f"versions.{key}.{extra}: unknown key. Remove it.")
-        versions[number] = VersionConfig(artifact_dir=str(artifact_dir), kind=str(kind), base_model_dir=str(base_dir))
+        generation = entry.get("generation") or {}
+        problems.extend(
+            f"versions.{key}.generation{p if p.startswith(':') else '.' + p}" for p in generation_problems(generation)
+        )
+        versions[number] = VersionConfig(
+            artifact_dir=str(artifact_dir),
+            kind=str(kind),
+            base_model_dir=str(base_dir),
+            generation=dict(generation) if isinstance(generation, dict) else {},
+        )
 
     traffic: dict[int, int] = {}
     raw_traffic = data.get("traffic")
@@ -194,8 +228,18 @@ def parse_config(data: Any, source: str = "<config>") -> ServerConfig:
         problems.append(f"inference: expected a module name, got {inference!r}.")
     limits = {
         k: data.get(k, ServerConfig.__dataclass_fields__[k].default)
-        for k in ("max_new_tokens", "max_new_tokens_limit")
+        for k in (
+            "max_new_tokens",
+            "max_new_tokens_limit",
+            "max_body_bytes",
+            "max_messages",
+            "max_batch",
+            "max_waiting",
+        )
     }
+    max_prompt_tokens = data.get("max_prompt_tokens")
+    if max_prompt_tokens is not None and (not _is_int(max_prompt_tokens) or max_prompt_tokens < 1):
+        problems.append(f"max_prompt_tokens: expected an integer >= 1 or null, got {max_prompt_tokens!r}.")
     for key, value in limits.items():
         if not _is_int(value) or value < 1:
             problems.append(f"{key}: expected an integer >= 1, got {value!r}.")
@@ -221,7 +265,37 @@ def parse_config(data: Any, source: str = "<config>") -> ServerConfig:
         max_new_tokens=limits["max_new_tokens"],
         max_new_tokens_limit=limits["max_new_tokens_limit"],
         load_timeout_s=float(load_timeout_s),
+        max_body_bytes=limits["max_body_bytes"],
+        max_messages=limits["max_messages"],
+        max_prompt_tokens=max_prompt_tokens,
+        max_batch=limits["max_batch"],
+        max_waiting=limits["max_waiting"],
     )
+
+
+def generation_problems(generation: Any) -> list[str]:
+    """What is wrong with a version's decoding defaults (``GENERATION_KEYS``), one line each, without the key path.
+
+    The spec's schema checks the same bounds before anything is tuned; this guards a hand-edited configuration.
+    """
+    if not isinstance(generation, dict):
+        return [f": expected an object of {', '.join(GENERATION_KEYS)}, got {generation!r}."]
+    problems = [f"{key}: unknown key. Remove it." for key in sorted(set(generation) - set(GENERATION_KEYS))]
+    bounds = {"temperature": (0.0, 2.0), "topP": (0.0, 1.0)}
+    for key, (low, high) in bounds.items():
+        value = generation.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high
+        ):
+            problems.append(f"{key}: expected a number from {low:g} to {high:g}, got {value!r}.")
+    for key in ("topK", "maxOutputTokens"):
+        value = generation.get(key)
+        if value is not None and (not _is_int(value) or value < 1):
+            problems.append(f"{key}: expected an integer >= 1, got {value!r}.")
+    stop = generation.get("stop")
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) and s for s in stop)):
+        problems.append(f"stop: expected a list of non-empty strings, got {stop!r}.")
+    return problems
 
 
 def _names(versions: dict[int, VersionConfig]) -> str:

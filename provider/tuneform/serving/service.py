@@ -210,7 +210,10 @@ def start(
         raise ServiceError(f"{config.name}: port {config.port} on {config.host} is already used by {owner}; {fix}")
     Path(config.log_path).parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(config.log_path, "ab") as log:
+    # The log is its owner's only: it records requests (never keys) and the models' paths.
+    fd = os.open(config.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)  # a log left by an earlier version may be world-readable
+    with os.fdopen(fd, "ab") as log:
         log.write(f"--- starting {config.name} on {config.host}:{config.port} at {time.ctime()}\n".encode())
         log.flush()
         child = subprocess.Popen(

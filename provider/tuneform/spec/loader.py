@@ -24,6 +24,7 @@ from tuneform.spec.model import (
     TARGETS,
     DatasetSpec,
     EndpointSpec,
+    GenerationSpec,
     Hyperparameters,
     Location,
     LoraSpec,
@@ -425,12 +426,22 @@ def _dataset_rules(ctx: _Context) -> DatasetSpec:
     dataset: dict[str, Any] = ctx.merged["dataset"]
     train: str = dataset["train"]
     validation: str | None = dataset.get("validation")
+    test: str | None = dataset.get("test")
+    if test is not None and ctx.target != "local":
+        ctx.report(
+            ("dataset", "test"),
+            f"expected no test set on the {ctx.target} target (tuneform scores a test set on the local target only), "
+            f"got {got(test)}. Move it under `targets: {{local: {{dataset: {{test: {test}}}}}}}`.",
+        )
+        test = None
     return DatasetSpec(
         format=dataset.get("format", "gemini"),
         train=train,
         validation=validation,
         train_path=_dataset_path(ctx, "train", train),
         validation_path=_dataset_path(ctx, "validation", validation) if validation is not None else None,
+        test=test,
+        test_path=_dataset_path(ctx, "test", test) if test is not None else None,
     )
 
 
@@ -467,7 +478,41 @@ def _endpoint_rules(ctx: _Context, info: ModelInfo | None = None) -> EndpointSpe
             ("endpoint", "promote"),
             "expected no promotion gate with `deploy: false`, got one. Remove `promote`, or set `deploy: true`.",
         )
-    return EndpointSpec(deploy=deploy, traffic=dict(traffic) if traffic else None, promote=promote)
+    return EndpointSpec(
+        deploy=deploy,
+        traffic=dict(traffic) if traffic else None,
+        promote=promote,
+        generation=_generation_rules(ctx, endpoint.get("generation"), deploy),
+    )
+
+
+def _generation_rules(ctx: _Context, generation: dict[str, Any] | None, deploy: bool) -> GenerationSpec | None:
+    """``endpoint.generation``: local target only (Vertex AI saves no decoding defaults with a tuned model)."""
+    if generation is None:
+        return None
+    if ctx.target != "local":
+        ctx.report(
+            ("endpoint", "generation"),
+            f"expected no generation on the {ctx.target} target (Vertex AI keeps no decoding defaults with a tuned "
+            "model: send them with each request), got some. Move it under `targets: {local: {endpoint: "
+            "{generation: ...}}}`.",
+        )
+        return None
+    if not deploy:
+        ctx.report(
+            ("endpoint", "generation"),
+            "expected no decoding defaults with `deploy: false` (nothing serves them), got some. Remove "
+            "`generation`, or set `deploy: true`.",
+        )
+        return None
+    stop = generation.get("stop")
+    return GenerationSpec(
+        temperature=float(generation["temperature"]) if "temperature" in generation else None,
+        top_p=float(generation["topP"]) if "topP" in generation else None,
+        top_k=generation.get("topK"),
+        max_output_tokens=generation.get("maxOutputTokens"),
+        stop=tuple(stop) if stop is not None else None,
+    )
 
 
 def _continuation_rules(ctx: _Context, info: ModelInfo) -> str | None:

@@ -54,6 +54,29 @@ class DatasetSpec:
     train_path: str | None = None
     """Absolute local path of ``train`` (``None`` for ``gs://``), checked to stay inside the repository."""
     validation_path: str | None = None
+    test: str | None = None
+    """Local target only: scored after tuning at the endpoint's default decoding, never trained on."""
+    test_path: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """``endpoint.generation``: a tuned version's decoding defaults (local target only); ``None`` = the server's."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_output_tokens: int | None = None
+    stop: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The set fields under the spec's names (what the version records and the endpoint reads)."""
+        names = {"top_p": "topP", "top_k": "topK", "max_output_tokens": "maxOutputTokens"}
+        return {
+            names.get(key, key): list(value) if isinstance(value, tuple) else value
+            for key, value in asdict(self).items()
+            if value is not None
+        }
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,7 @@ class EndpointSpec:
     """Version label (e.g. ``"v1"``, ``"latest"``) -> percent; sums to 100."""
     promote: dict[str, Any] | None = None
     """Evaluation gate, e.g. ``{"metric": "exactMatch", "minImprovement": 0.02}`` (see the review issue)."""
+    generation: GenerationSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +140,9 @@ class ResolvedSpec:
             inputs["continueFrom"] = self.continue_from
         if self.intermediate_checkpoints:
             inputs["intermediateCheckpoints"] = True
+        if self.endpoint.generation is not None:
+            # Saved with the version and scored with it (the test set is answered at these defaults).
+            inputs["generation"] = self.endpoint.generation.to_json()
         return inputs
 
     def spec_hash(self, dataset_hash: str = "") -> str:

@@ -1,7 +1,12 @@
-"""Loading a tuned model for inference, generating a reply, and scoring a validation set.
+"""Loading a tuned model for inference, generating a reply, and scoring a validation set and a test set.
 
 The prompt is always the model's own chat template with the generation cue, tokenized exactly as in training
 (:func:`tuneform.training.data.render_prompt`), so the served and evaluated model sees what it was trained on.
+
+The validation set is scored greedily (exact match) and teacher-forced (loss). The test set is scored the way the
+endpoint answers a client that sets nothing: the version's own decoding defaults (``spec.endpoint.generation``),
+through the endpoint's own batched decoder (:mod:`tuneform.serving.engine`), with each example's conversation as
+written (a test set without a system instruction is asked without one).
 """
 
 from __future__ import annotations
@@ -173,6 +178,82 @@ def _exact_matches(
         done = start + len(batch)
         progress(f"eval: {done}/{len(conversations)} generated, {time.monotonic() - started:.0f} s")
     return matches
+
+
+@dataclass
+class TestMetrics:
+    """How a model answers a test set at the endpoint's default decoding."""
+
+    accuracy: float
+    """Share of examples whose answer, stripped of surrounding space, equals the reference model turn."""
+    examples: int
+
+
+def score_test_set(
+    base_model_dir: Path,
+    artifact_dir: Path | None,
+    test_file: Path,
+    *,
+    kind: Literal["adapter", "full"] | None = None,
+    generation: dict[str, Any] | None = None,
+    max_new_tokens: int = 256,
+    progress: Callable[[str], None],
+) -> TestMetrics:
+    """Answer every test example as the endpoint would, and count the answers equal to the reference.
+
+    Args:
+        base_model_dir: The base model's HF directory.
+        artifact_dir: The tuned adapter or weights; ``None`` scores the base model.
+        test_file: Gemini-format JSONL; the last model turn of each example is the reference.
+        kind: ``"adapter"`` or ``"full"`` for ``artifact_dir``.
+        generation: The version's decoding defaults (``spec.endpoint.generation``); ``None``: the endpoint's.
+        max_new_tokens: The endpoint's answer budget where ``generation`` sets none.
+        progress: Receives a line every few seconds.
+
+    Returns:
+        The accuracy and the number of examples.
+    """
+    from dataclasses import replace
+
+    from tuneform.serving.engine import Job, decode_all
+    from tuneform.serving.engine import render_prompt as prompt_ids
+    from tuneform.serving.pool import generation_defaults
+
+    label = "base model" if artifact_dir is None else "tuned model"
+    model, tokenizer = load_for_inference(base_model_dir, artifact_dir, kind)
+    conversations = [conversation.messages for conversation in read_conversations(test_file)]
+    decoding = generation_defaults(generation, max_new_tokens)
+    answers: dict[int, str] = {}
+    started = last = time.monotonic()
+
+    def sink_for(index: int) -> Callable[[str, Any], None]:
+        def sink(kind: str, value: Any) -> None:
+            nonlocal last
+            if kind == "done":
+                answers[index] = value.text
+                if time.monotonic() - last >= 5 or len(answers) == len(conversations):
+                    last = time.monotonic()
+                    progress(f"eval: test set, {label}: {len(answers)}/{len(conversations)} answered")
+            elif kind == "error":
+                raise RuntimeError(value)
+
+        return sink
+
+    jobs = []
+    for index, messages in enumerate(conversations):
+        system = messages[0]["content"] if messages[0]["role"] == "system" else None
+        turns = [m for m in messages[:-1] if m["role"] != "system"]
+        # Seeded per example: a sampling default gives the same score for the same model every time.
+        seeded = replace(decoding, seed=index)
+        jobs.append(Job.make(prompt_ids(tokenizer, turns, system), seeded, sink_for(index)))
+    decode_all(model, tokenizer, jobs, EVAL_BATCH_SIZE)
+    right = sum(answers[i].strip() == m[-1]["content"].strip() for i, m in enumerate(conversations))
+    metrics = TestMetrics(accuracy=right / len(conversations), examples=len(conversations))
+    progress(
+        f"eval: test set, {label}: {right}/{len(conversations)} right ({metrics.accuracy:.3f}) in "
+        f"{time.monotonic() - started:.0f} s"
+    )
+    return metrics
 
 
 def evaluate(

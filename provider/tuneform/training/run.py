@@ -5,19 +5,28 @@ serves several resources at once and must not be blocked by training, and a run 
 checkpoints behind in its run directory, from which the next run resumes.
 
 Input: ``<run_dir>/request.json``, a ``RunRequest`` (written by ``LocalBackend.tune``; this class is the one mapping
-across that process boundary). Output: ``<run_dir>/result.json``. Progress: one line per event on stderr, which the
-backend forwards to the Pulumi CLI.
+across that process boundary). Output: ``<run_dir>/result.json``.
+
+Output is two streams. **Progress**: tuneform's own lines only (step, epoch, loss, tokens/s, ETA; evaluation), on
+stdout, which the backend forwards to the Pulumi CLI. **Everything else** (library warnings, progress bars, logging,
+tracebacks) goes to ``<run_dir>/run.log``, which also gets every progress line, and whose path the backend names
+first: the child points its own stdout and stderr file descriptors at the log, so nothing a library prints reaches
+the person running ``pulumi up``. Warnings a person should know about are rephrased once on the progress stream.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import re
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from tuneform.training.trainer import TrainConfig, TrainResult
@@ -42,6 +51,10 @@ class RunRequest:
     learning_rate: float
     batch_size: int
     seed: int = 42
+    test_file: str | None = None
+    """Gemini-format JSONL scored after tuning at the endpoint's default decoding (``spec.dataset.test``)."""
+    generation: dict[str, Any] | None = None
+    """The version's decoding defaults (``spec.endpoint.generation``): the test set is answered with them."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -79,8 +92,83 @@ class RunRequest:
         )
 
 
+_PROGRESS: list[IO[str]] = []
+"""The progress stream (the backend's pipe), once ``quiet_output`` moved stdout and stderr to the log."""
+
+
 def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    print(line, file=sys.stderr, flush=True)  # the log (stderr itself before quiet_output)
+    for stream in _PROGRESS:
+        stream.write(line + "\n")
+        stream.flush()
+
+
+# Library warnings worth a person's attention, each said once in tuneform's words (the original goes to the log).
+_REPHRASED: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        # transformers' tokenizer, when an example is longer than the model's configured maximum length.
+        re.compile(r"Token indices sequence length is longer than the specified maximum sequence length"),
+        "note: an example is longer than the base model's maximum length; training cuts it to maxLength",
+    ),
+)
+
+
+class _Rephrase(logging.Handler):
+    """Says each ``_REPHRASED`` line once when a matching warning or log record passes."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.said: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.check(record.getMessage())
+
+    def check(self, text: str) -> None:
+        for pattern, line in _REPHRASED:
+            if pattern.search(text) and line not in self.said:
+                self.said.add(line)
+                _say(line)
+
+
+def quiet_output(log_path: Path) -> None:
+    """Points stdout and stderr (the file descriptors, so C libraries too) at ``log_path``; progress keeps the pipe.
+
+    Progress bars are switched off (in a log file they are pages of carriage returns), and warnings go to the log,
+    those in ``_REPHRASED`` also once, rephrased, to the progress stream.
+    """
+    os.environ.update(
+        TQDM_DISABLE="1",
+        HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    _PROGRESS.append(os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8"))
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
+    rephrase = _Rephrase()
+    # Libraries log through `logging` (transformers' own loggers do not propagate to the root) and `warnings`.
+    for name in ("", "transformers", "datasets", "peft", "trl", "accelerate"):
+        logging.getLogger(name).addHandler(rephrase)
+    shown = warnings.showwarning
+
+    def show(  # noqa: PLR0917 - the signature of warnings.showwarning
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        shown(message, category, filename, lineno, file, line)
+        rephrase.check(str(message))
+
+    warnings.showwarning = show
 
 
 def run(run_dir: Path) -> dict[str, Any]:
@@ -115,6 +203,8 @@ def run(run_dir: Path) -> dict[str, Any]:
             f"exact match: base {base.exact_match:.3f} -> tuned {tuned.exact_match:.3f}; "
             f"validation loss: base {base.validation_loss:.4f} -> tuned {tuned.validation_loss:.4f}"
         )
+    if request.test_file is not None:
+        metrics.update(_score_test_set(request, base_dir, result))
     outcome = {
         "artifactDir": str(result.artifact_dir),
         "kind": result.kind,
@@ -130,6 +220,23 @@ def run(run_dir: Path) -> dict[str, Any]:
     tmp.write_text(json.dumps(outcome, indent=2))
     tmp.replace(run_dir / "result.json")
     return outcome
+
+
+def _score_test_set(request: RunRequest, base_dir: Path, result: TrainResult) -> dict[str, float]:
+    """Base and tuned model on the test set, answered as the endpoint answers a request that sets nothing."""
+    from tuneform.training.evaluate import score_test_set
+
+    assert request.test_file is not None
+    test_file = Path(request.test_file)
+    shown = ", ".join(f"{k} {v!r}" for k, v in (request.generation or {}).items()) or "the endpoint's defaults"
+    scores = {}
+    for label, artifact in (("base", None), ("tuned", result.artifact_dir)):
+        _say(f"evaluating the {label} model on the test set at the endpoint's default decoding ({shown})")
+        scores[label] = score_test_set(
+            base_dir, artifact, test_file, kind=result.kind, generation=request.generation, progress=_say
+        ).accuracy
+    _say(f"test set accuracy: base {scores['base']:.3f} -> tuned {scores['tuned']:.3f}")
+    return {"baseTestAccuracy": float(scores["base"]), "testAccuracy": float(scores["tuned"])}
 
 
 FIGURES = "training-figures.json"
@@ -207,7 +314,9 @@ def main() -> None:
     # Started by the provider and watched by it; should the provider itself be killed, nobody would read our
     # progress or record our result, and our run would block its successor.
     exit_with_parent()
-    run(Path(sys.argv[1]))
+    run_dir = Path(sys.argv[1])
+    quiet_output(run_dir / "run.log")
+    run(run_dir)
 
 
 if __name__ == "__main__":
