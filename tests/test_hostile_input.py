@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tuneform.datasets.check import MAX_LINE_BYTES
-from tuneform.spec.source import MAX_ALIAS_NODES, MAX_DEPTH, MAX_SPEC_BYTES
+from tuneform.spec.source import MAX_ALIAS_NODES, MAX_DEPTH, MAX_NODES, MAX_SPEC_BYTES
 
 HEAD = "apiVersion: tuneform/v1\nkind: TunedModel\nmetadata: {name: hostile}\nspec:\n"
 
@@ -113,21 +113,34 @@ def test_a_50_mb_spec_of_unknown_keys_is_refused_unread(tmp_path: Path) -> None:
     assert result["peak_mib"] < 64
 
 
-def test_a_spec_just_under_the_cap_lists_100_problems_and_counts_the_rest(tmp_path: Path) -> None:
+def test_a_spec_of_49000_unknown_keys_lists_100_problems_and_counts_the_rest(tmp_path: Path) -> None:
     path = tmp_path / "keys.yaml"
-    text = HEAD + "  baseModel: smollm2-135m-instruct\n"
-    keys = (MAX_SPEC_BYTES - len(text)) // len("  k00000: 0\n")
-    text += "".join(f"  k{i:05d}: 0\n" for i in range(keys))
-    assert len(text) <= MAX_SPEC_BYTES
-    path.write_text(text)
+    keys = 49_000  # 98,000 YAML nodes and 600 KB: just under both caps
+    path.write_text(HEAD + "  baseModel: smollm2-135m-instruct\n" + "".join(f"  k{i:05d}: 0\n" for i in range(keys)))
     result = refuse("spec", path)
     lines = result["lines"]
     assert len(lines) == 101
     assert lines[0].startswith("keys.yaml:4:1: spec.dataset: expected a required field, got none.")
     assert lines[1].startswith("keys.yaml:6:3: spec.k00000: expected a field of spec (")
-    # The problems of a file: the missing dataset, every unknown key; 100 listed.
+    # The problems of the file: the missing dataset and every unknown key; 100 listed.
     assert lines[-1] == f"keys.yaml: ... and {keys + 1 - 100} more problems"
-    assert result["peak_mib"] < 200
+    assert result["peak_mib"] < 128
+
+
+def test_a_spec_of_half_a_million_values_is_refused_at_the_node_cap(tmp_path: Path) -> None:
+    path = tmp_path / "flat.yaml"
+    text = HEAD + "  labels: ["
+    text += ",".join(["a"] * ((MAX_SPEC_BYTES - len(text) - 2) // 2)) + "]\n"
+    assert len(text) <= MAX_SPEC_BYTES
+    path.write_text(text)
+    result = refuse("spec", path)
+    # Thirteen nodes come before the list's items (the document's mappings, keys and values); each item is 2 columns.
+    assert result["lines"] == [
+        f"flat.yaml:5:{12 + 2 * (MAX_NODES - 13)}: yaml: expected a spec file of at most {MAX_NODES:,} YAML nodes "
+        "(keys, values, lists, mappings; aliases expanded), got more by here. A spec has a few hundred: remove what "
+        "it does not need."
+    ]
+    assert result["peak_mib"] < 64
 
 
 @pytest.mark.heavy

@@ -251,7 +251,7 @@ def schema_problems(doc: SourceDocument) -> list[Problem]:
         ]
     # Every problem is placed (cheap: a dict lookup) but only the first ones by position are worded, up to what a
     # file prints: wording a misspelt key costs a YAML dump and a fuzzy match, and a hostile document of 66,000
-    # unknown keys then takes 1.5 s instead of 11 s. The rest is counted.
+    # unknown keys took 1.3 s instead of 5.6 s. The rest is counted.
     placed: list[tuple[tuple[int, int], int, Any, Any]] = []
     for number, error in enumerate(_validator().iter_errors(doc.data)):
         unknown = _unknown_keys(error)

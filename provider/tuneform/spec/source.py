@@ -13,9 +13,10 @@ composes it (measured figures in ``docs/spec.md``, "Hostile input"):
 - aliases that expand to at most :data:`MAX_ALIAS_NODES` nodes in all: nine anchors of nine aliases each (about
   1 KB) expand to 9^7 nodes, which every walk of the constructed data (records, schema, rules) would visit, and a
   merge key (``<<: *a``) copies the merged pairs. An alias inside its own anchor (a value that contains itself) is
-  refused too.
+  refused too;
+- at most :data:`MAX_NODES` nodes in all, aliases expanded: composing and walking a node costs about 600 bytes.
 
-The last two are measured on the YAML event stream (:func:`_bounds_problem`), which libyaml produces without
+The last three are measured on the YAML event stream (:func:`_bounds_problem`), which libyaml produces without
 recursion and which gives each alias its own position, so the message points at the alias that crossed the line.
 """
 
@@ -34,6 +35,7 @@ from tuneform.spec.errors import Problem
 __all__ = [
     "MAX_ALIAS_NODES",
     "MAX_DEPTH",
+    "MAX_NODES",
     "MAX_SPEC_BYTES",
     "FieldPath",
     "SourceDocument",
@@ -48,6 +50,10 @@ both targets) under 10 KB."""
 
 MAX_DEPTH = 64
 """Deepest nesting of mappings and lists in a spec file; a spec needs 6 (``spec.targets.local.lora.targetModules``)."""
+
+MAX_NODES = 100_000
+"""Most YAML nodes (keys, values, lists, mappings) in a spec file, aliases expanded: a spec has a few hundred. A 1 MiB
+file can hold 500,000 (``[a,a,a,...]``), which took 3.3 s and 330 MiB to compose and walk."""
 
 MAX_ALIAS_NODES = 10_000
 """Nodes that aliases may add to a spec file in all (each use of an alias adds the nodes of its anchor, expanded):
@@ -289,10 +295,19 @@ def _bounds_problem(file: str, text: str) -> Problem | None:
     sizes: dict[str, int] = {}
     # One frame per open collection: [expanded nodes so far, its anchor].
     frames: list[list[Any]] = []
-    added = 0
+    added = nodes = 0
     try:
         while loader.check_event():
             event = loader.get_event()
+            if isinstance(event, yaml.NodeEvent) and not isinstance(event, yaml.AliasEvent):
+                nodes += 1
+                if nodes + added > MAX_NODES:
+                    line, column = _event_position(event)
+                    message = (
+                        f"expected a spec file of at most {MAX_NODES:,} YAML nodes (keys, values, lists, mappings; "
+                        "aliases expanded), got more by here. A spec has a few hundred: remove what it does not need."
+                    )
+                    return Problem(file, line, column, "yaml", message)
             if isinstance(event, yaml.CollectionStartEvent):
                 if len(frames) >= MAX_DEPTH:
                     line, column = _event_position(event)
@@ -315,7 +330,7 @@ def _bounds_problem(file: str, text: str) -> Problem | None:
                     return Problem(file, line, column, "yaml", message)
                 size, anchor = sizes.get(str(event.anchor), 1), None
                 added += size
-                if added > MAX_ALIAS_NODES:
+                if added > MAX_ALIAS_NODES or nodes + added > MAX_NODES:
                     message = (
                         f"expected YAML whose aliases add at most {MAX_ALIAS_NODES:,} nodes, got more at this alias "
                         f"(*{event.anchor}, {size:,} nodes): aliases of aliases multiply. Write the values out, or "
