@@ -403,13 +403,13 @@ def _dataset_path(ctx: _Context, split: str, written: str) -> str | None:
         return None
     if not resolved.is_file():
         # A directory or a FIFO is there, just not a file (and a FIFO would block the dataset check's read).
-        kind = "a directory" if resolved.is_dir() else "a FIFO (named pipe)" if resolved.is_fifo() else None
-        if kind is None and resolved.exists():
-            kind = "a special file"
-        if kind is not None:
+        odd = "a directory" if resolved.is_dir() else "a FIFO (named pipe)" if resolved.is_fifo() else None
+        if odd is None and resolved.exists():
+            odd = "a special file"
+        if odd is not None:
             ctx.report(
                 where,
-                f"expected a regular file, got {got(written)}, which is {kind} (looked at {display_name(lexical)}). "
+                f"expected a regular file, got {got(written)}, which is {odd} (looked at {display_name(lexical)}). "
                 "Point it at the .jsonl file itself.",
             )
             return None
