@@ -1,7 +1,9 @@
 """Streaming dataset checks, OpenAI chat -> Gemini conversion, content hashing and token statistics.
 
-The public API; see :mod:`tuneform.datasets.check` for the rules and :mod:`tuneform.datasets.tokens` for how tokens
-are counted or estimated.
+The public API. :mod:`tuneform.datasets.check` is the pass over a file (and its decisions on edge cases);
+:mod:`~tuneform.datasets.gemini`, :mod:`~tuneform.datasets.media` and :mod:`~tuneform.datasets.openai_chat` hold the
+rules of one example, each with its Google source; :mod:`~tuneform.datasets.canonical` the canonical form and its fast
+path; :mod:`~tuneform.datasets.tokens` how tokens are counted or estimated.
 """
 
 from tuneform.datasets.check import (
