@@ -16,6 +16,7 @@ code that serves); ``Engine`` runs one in a worker thread per served version, be
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import traceback
 from collections import deque
@@ -88,10 +89,11 @@ class BatchDecoder:
         max_batch: Most rows decoded together.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch: int) -> None:
+    def __init__(self, model: Any, tokenizer: Any, max_batch: int, *, prefill_bf16: bool = False) -> None:
         import torch
 
         self.torch = torch
+        self.prefill_bf16 = prefill_bf16
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -135,7 +137,7 @@ class BatchDecoder:
             rows = self.rows
             offset = 0
         for i, job in enumerate(rows):
-            token = self._pick(logits[offset + i], job)
+            token = self._pick(logits[i], job)  # the logits of `rows` only; their batch rows start at `offset`
             self.last[offset + i] = token
             job.generated.append(token)
         self._settle()
@@ -160,15 +162,24 @@ class BatchDecoder:
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        # Only the last position's logits are needed: scoring the whole prompt through the LM head is wasted work.
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        # A prefill is a large matrix product, compute-bound on a CPU (about 90% of a core's fp32 peak measured
+        # here): with bf16 in hardware it runs 1.6x (one prompt) to 2.7x (eight) faster. One token a step is not,
+        # and stays fp32, so the cache is turned back to the model's dtype.
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.prefill_bf16 else contextlib.nullcontext()
+        with autocast:
+            # Only the last position's logits are needed: the LM head over the whole prompt is wasted work.
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        if self.prefill_bf16:
+            dtype = self.model.dtype
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
         lengths = mask.sum(-1)
         last = torch.full((len(jobs),), self.pad, dtype=torch.long, device=self.device)
         if not self.rows:
@@ -178,7 +189,7 @@ class BatchDecoder:
             self.positions = torch.cat([self.positions, lengths])
             self.last = torch.cat([self.last, last])
         self.rows.extend(jobs)
-        return out.logits[:, -1]
+        return out.logits[:, -1].float()
 
     def _merge(self, cache: Any, mask: Any) -> None:
         """Appends the rows of ``cache`` to the batch's cache, left-padding the shorter side's positions."""
@@ -277,9 +288,9 @@ class BatchDecoder:
         return finish
 
 
-def decode_all(model: Any, tokenizer: Any, jobs: list[Job], max_batch: int) -> None:
+def decode_all(model: Any, tokenizer: Any, jobs: list[Job], max_batch: int, *, prefill_bf16: bool = False) -> None:
     """Runs ``jobs`` to completion in the calling thread, ``max_batch`` rows at a time (for evaluation)."""
-    decoder = BatchDecoder(model, tokenizer, max_batch)
+    decoder = BatchDecoder(model, tokenizer, max_batch, prefill_bf16=prefill_bf16)
     waiting = deque(jobs)
     while waiting or decoder.rows:
         joining = [waiting.popleft() for _ in range(min(decoder.room, len(waiting)))] if not decoder.rows else []
@@ -296,6 +307,7 @@ class Engine:
         max_batch: Most rows decoded together.
         max_waiting: Most jobs waiting to join the batch; beyond it ``submit`` raises ``QueueFull``.
         log: Receives a line for events worth a log entry (errors).
+        prefill_bf16: Prefill under bf16 autocast (a CPU with bf16 in hardware).
     """
 
     def __init__(
@@ -307,12 +319,13 @@ class Engine:
         max_batch: int,
         max_waiting: int,
         log: Callable[[str], None],
+        prefill_bf16: bool = False,
     ) -> None:
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
         self.max_waiting = max_waiting
-        self.decoder = BatchDecoder(model, tokenizer, max_batch)
+        self.decoder = BatchDecoder(model, tokenizer, max_batch, prefill_bf16=prefill_bf16)
         self.context = context_length(model)
         self._log = log
         self._waiting: deque[Job] = deque()
