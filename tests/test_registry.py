@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tuneform.processes import ProcessRef
 from tuneform.registry import ObjectNotFoundError, Registry, RegistryError, RunBusyError, tree_sha256
 
 pytestmark = pytest.mark.timeout(60)
@@ -309,3 +310,77 @@ class TestRunLedger:
         assert (run_dir / "checkpoint-1").is_dir()
         (resumed,) = reg.runs("m")
         assert resumed.attempts == 2 and resumed.pid == os.getpid() and not resumed.interrupted
+
+
+def _spawn_owner(root: Path, spec_hash: str, trainer_argv: list[str], exit_after: bool) -> subprocess.Popen[str]:
+    """A process that claims a run and starts a "trainer" holding the claim with it, as LocalBackend does."""
+    script = textwrap.dedent(
+        f"""
+        import subprocess, sys, time
+        from tuneform.registry import Registry
+        reg = Registry({str(root)!r})
+        run_dir = reg.start_run("m", {spec_hash!r}, engine="")
+        trainer = subprocess.Popen({trainer_argv!r} + [str(run_dir)], pass_fds=(reg.run_lock_fd("m", {spec_hash!r}),),
+                                   start_new_session=True)
+        reg.record_trainer("m", {spec_hash!r}, trainer.pid)
+        print(trainer.pid, flush=True)
+        if not {exit_after!r}:
+            time.sleep(60)
+        """
+    )
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+
+
+_SLEEPER = [sys.executable, "-c", "import sys, time; time.sleep(60)", "tuneform.training.run"]
+
+
+class TestRunOwnership:
+    def test_the_trainer_holds_the_run_after_its_owner_is_gone(self, tmp_path: Path) -> None:
+        root = tmp_path / "reg"
+        owner = _spawn_owner(root, _spec_hash(4), _SLEEPER, exit_after=True)
+        assert owner.stdout is not None
+        trainer = int(owner.stdout.readline())
+        owner.wait()
+        try:
+            with pytest.raises(RunBusyError) as busy:
+                Registry(root).start_run("m", _spec_hash(4))
+            record = busy.value.record
+            assert record is not None and record.pid == owner.pid and not record.owner.alive()
+            assert record.trainer is not None and record.trainer.pid == trainer and record.trainer.alive()
+            assert record.trainer.runs("tuneform.training.run", record.run_dir)
+        finally:
+            os.kill(trainer, signal.SIGKILL)
+        run_dir = Registry(root).start_run("m", _spec_hash(4), wait_s=10)
+        (record,) = Registry(root).runs("m")
+        assert record.attempts == 2 and record.pid == os.getpid() and record.trainer is None and run_dir.is_dir()
+
+    def test_waits_for_a_holder_that_lets_go(self, tmp_path: Path) -> None:
+        root = tmp_path / "reg"
+        owner = _spawn_owner(root, _spec_hash(5), [sys.executable, "-c", "import time; time.sleep(1.5)"], True)
+        assert owner.stdout is not None
+        owner.stdout.readline()
+        owner.wait()
+        assert Registry(root).start_run("m", _spec_hash(5), wait_s=30).is_dir()
+
+    def test_a_dead_owners_run_is_taken_over_with_a_line_not_a_traceback(self, tmp_path: Path) -> None:
+        """LocalBackend: the provider of a killed `pulumi up` is gone but its trainer still trains; the next run
+        stops that orphan, says so, and claims the run directory for itself."""
+        from tuneform.backends.base import DatasetArtifact, TuningRequest
+        from tuneform.backends.local import LocalBackend
+
+        backend = LocalBackend(tmp_path / "repo")
+        owner = _spawn_owner(backend.root, _spec_hash(6), _SLEEPER, exit_after=True)
+        assert owner.stdout is not None
+        trainer = int(owner.stdout.readline())
+        owner.wait()
+        data = DatasetArtifact("0" * 64, "unused.jsonl", 1, 1)
+        request = TuningRequest("m", _spec_hash(6), "tiny", "adapter", 4, {}, data, None)
+        lines: list[str] = []
+        run_dir = backend._claim_run(request, lines.append)
+        assert run_dir == backend.root / "runs" / "m" / _spec_hash(6)
+        assert (
+            len(lines) == 1
+            and "is gone" in lines[0]
+            and f"stopping its orphaned trainer (process {trainer})" in (lines[0])
+        )
+        assert ProcessRef.of(trainer) is None, "the orphaned trainer was stopped"

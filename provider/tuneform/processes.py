@@ -167,20 +167,13 @@ def stop(pid: int, *, group: bool = True, grace_s: float = 10.0) -> None:
     send(signal.SIGTERM)
     send(signal.SIGCONT)
     deadline = time.monotonic() + grace_s
+    # A zombie counts as gone (ProcessRef.of): its exit status is left for the Popen that started it to read.
     while ref.alive() and time.monotonic() < deadline:
-        _reap(pid)
         time.sleep(0.05)
     if ref.alive():
         send(signal.SIGKILL)
         while ref.alive():
-            _reap(pid)
             time.sleep(0.05)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def _engine_gone(address: str) -> None:
