@@ -22,8 +22,8 @@ class Inference(Protocol):
     """What the server needs from the trainer's side (``tuneform.training`` by default).
 
     ``load_for_inference(base_model_dir, artifact_dir, kind) -> (model, tokenizer)``: a causal LM in eval mode and
-    its tokenizer, whose chat template renders prompts as in training. Optionally ``prefill_in_bf16(model) -> bool``:
-    whether prompts are best prefilled under bf16 autocast on this machine (the trainer knows its hardware).
+    its tokenizer, whose chat template renders prompts as in training. Optionally ``serve_in_bf16(model) -> bool``:
+    whether the model is best run in bf16 on this machine (the trainer's side knows the hardware).
     """
 
     def load_for_inference(self, base_model_dir: Path, artifact_dir: Path, kind: str) -> tuple[Any, Any]: ...
@@ -80,7 +80,7 @@ class ModelPool:
                 model, tokenizer = inference.load_for_inference(
                     Path(version.base_model_dir), Path(version.artifact_dir), version.kind
                 )
-                bf16 = getattr(inference, "prefill_in_bf16", None)
+                bf16 = getattr(inference, "serve_in_bf16", None)
                 engine = Engine(
                     f"{self.config.name}@{number}",
                     model,
@@ -88,7 +88,7 @@ class ModelPool:
                     max_batch=self.config.max_batch,
                     max_waiting=self.config.max_waiting,
                     log=_say,
-                    prefill_bf16=bool(bf16(model)) if bf16 is not None else False,
+                    bf16=bool(bf16(model)) if bf16 is not None else False,
                 )
                 self.engines[number] = engine
                 _say(f"loaded {self.config.name}@{number} in {time.monotonic() - started:.1f}s")

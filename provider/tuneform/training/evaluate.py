@@ -69,8 +69,9 @@ def load_for_inference(
     return model, tokenizer
 
 
-def prefill_in_bf16(model: Any) -> bool:
-    """Whether the endpoint's decoder should prefill prompts under bf16 autocast: on a CPU with bf16 in hardware."""
+def serve_in_bf16(model: Any) -> bool:
+    """Whether the endpoint's decoder should run the model in bf16: on a CPU with bf16 in hardware (a GPU serves in
+    bf16 already, see ``load_for_inference``)."""
     from tuneform.training.recipe import cpu_has_native_bf16
 
     return bool(model.device.type == "cpu" and cpu_has_native_bf16())
@@ -253,7 +254,7 @@ def score_test_set(
         # Seeded per example: a sampling default gives the same score for the same model every time.
         seeded = replace(decoding, seed=index)
         jobs.append(Job.make(prompt_ids(tokenizer, turns, system), seeded, sink_for(index)))
-    decode_all(model, tokenizer, jobs, EVAL_BATCH_SIZE, prefill_bf16=prefill_in_bf16(model))
+    decode_all(model, tokenizer, jobs, EVAL_BATCH_SIZE, bf16=serve_in_bf16(model))
     right = sum(answers[i].strip() == m[-1]["content"].strip() for i, m in enumerate(conversations))
     metrics = TestMetrics(accuracy=right / len(conversations), examples=len(conversations))
     progress(
