@@ -17,6 +17,7 @@ Two moments run in `make test`; the whole matrix is marked `slow` (`make test-al
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +96,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(pulumi_cli, tmp_path: Path, tiny_model: Path) -> Stack:  # type: ignore[no-untyped-def]
+def stack(pulumi_cli, tmp_path: Path, tiny_model: Path) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
     project = copy_project(tmp_path / "project", include=("Pulumi.yaml", "__main__.py"))
     shutil.copytree(tiny_model, project / "models" / "tiny")
     data = project / "tuning_specs" / "datasets"
@@ -106,7 +107,12 @@ def stack(pulumi_cli, tmp_path: Path, tiny_model: Path) -> Stack:  # type: ignor
     cli: PulumiCLI = pulumi_cli(project)
     port = free_port()
     cli.stack_init("local", config={"tuneform:target": "local", "tuneform:endpointPort": str(port)})
-    return Stack(cli, project, {"TUNEFORM_CACHE": str(tmp_path / "cache")}, port)
+    yield Stack(cli, project, {"TUNEFORM_CACHE": str(tmp_path / "cache")}, port)
+    # A failed test may leave its frozen trainer or an endpoint server behind: nothing outlives the test.
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and str(project) in read(entry / "cmdline"):
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def read(path: Path | None) -> str:
