@@ -42,8 +42,10 @@ spec:
     format: gemini
     train: datasets/train.jsonl
     validation: datasets/validation.jsonl
+    test: datasets/test.jsonl
   endpoint:
     deploy: true
+    generation: {{temperature: 0, maxOutputTokens: 3}}
 """
 
 
@@ -65,14 +67,15 @@ def project(tmp_path: Path) -> Path:
     data.mkdir(parents=True)
     write_slice(TICKETS / "train.jsonl", data / "train.jsonl", 32)
     write_slice(TICKETS / "validation.jsonl", data / "validation.jsonl", 6)
+    write_slice(TICKETS / "test.jsonl", data / "test.jsonl", 6)
     write_spec(root, "0.001")
     return root
 
 
-def chat(url: str, key: str | None) -> httpx.Response:
+def chat(url: str, key: str | None, **extra: object) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     body = {"model": "tiny-router", "messages": [{"role": "user", "content": "My invoice is wrong"}], "max_tokens": 4}
-    return httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+    return httpx.post(f"{url}/v1/chat/completions", json={**body, **extra}, headers=headers, timeout=60)
 
 
 def test_local_stack_lifecycle(project: Path, pulumi_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -86,12 +89,29 @@ def test_local_stack_lifecycle(project: Path, pulumi_cli, tmp_path: Path) -> Non
     assert "tiny-router-tuning" in preview.stdout
     assert not (project / ".tuneform" / "models").exists(), "preview must not train or register anything"
 
-    cli.up(env=env, timeout=600)
+    first = cli.up(env=env, timeout=600)
     outputs = cli.outputs()["tiny-router"]
     assert outputs["version"] == 1
     assert outputs["reused"] is False
     assert outputs["metrics"]["validationLoss"] < outputs["metrics"]["baseValidationLoss"]
+    # The test set is scored at the version's decoding defaults, beside the validation metrics.
+    assert 0 <= outputs["metrics"]["testAccuracy"] <= 1 and 0 <= outputs["metrics"]["baseTestAccuracy"] <= 1
+    shown = first.stdout + first.stderr
+    assert "test set accuracy: base" in shown and "maxOutputTokens 3" in shown
+    # Progress is tuneform's own: library warnings and progress bars go to the run's log, which progress names.
+    run_log = next((project / ".tuneform" / "runs" / "tiny-router").glob("*/run.log"))
+    assert f"full log (library output included): {run_log}" in shown
+    assert "train: step" in shown and "train: step" in run_log.read_text()
+    for noise in ("Warning", "it/s]", "Loading weights", "Building labels"):
+        assert noise not in shown, noise
+    assert (project / ".tuneform").stat().st_mode & 0o077 == 0, "the registry is its owner's only"
     url, key = outputs["endpoint"], outputs["apiKey"]
+    # A request that sets nothing gets the version's saved decoding: greedy, 3 tokens, whatever its request id.
+    defaults = [chat(url, key, max_tokens=None, user=f"user-{i}").json() for i in range(2)]
+    assert [d["usage"]["completion_tokens"] for d in defaults] == [3, 3]
+    assert defaults[0]["choices"][0]["message"] == defaults[1]["choices"][0]["message"]
+    server_log = project / ".tuneform" / "endpoints" / "tiny-router" / "server.log"
+    assert server_log.stat().st_mode & 0o777 == 0o600
     assert url == f"http://127.0.0.1:{port}"
     answer = chat(url, key)
     assert answer.status_code == 200, answer.text

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +11,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 import test_serving_support as support
 from tuneform.serving import ConfigError, ServerConfig, parse_config
-from tuneform.serving.app import ModelPool, create_app, pick_version
+from tuneform.serving.app import ModelPool, pick_version
 
 pytestmark = pytest.mark.timeout(120)
 NAME = "ticket-router"
@@ -52,36 +49,11 @@ def _config(tiny: dict[str, Path], tmp: Path, traffic: dict[str, int] | None = N
     )
 
 
-@contextlib.contextmanager
-def _serve(config: ServerConfig, pool: ModelPool) -> Iterator[str]:
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config, pool), host=config.host, port=config.port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{url}/health").status_code != 200:
-        assert time.monotonic() < deadline, "models did not load"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def url(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = _config(tiny, tmp_path_factory.mktemp("server"))
-    with _serve(config, ModelPool(config)) as base_url:
-        _wait_ready(base_url)
+    with support.serve(config, ModelPool(config)) as base_url:
+        support.wait_ready(base_url)
         yield base_url
 
 
@@ -104,7 +76,7 @@ class TestHealth:
             generate = staticmethod(support.generate)
 
         config = _config(tiny, tmp_path)
-        with _serve(config, ModelPool(config, GatedInference())) as base_url:
+        with support.serve(config, ModelPool(config, GatedInference())) as base_url:
             loading = httpx.get(f"{base_url}/health")
             assert loading.status_code == 503 and loading.json()["status"] == "loading"
             early = httpx.post(
@@ -114,7 +86,7 @@ class TestHealth:
             )
             assert early.status_code == 503 and early.json()["error"]["code"] == "not_ready"
             gate.set()
-            _wait_ready(base_url)
+            support.wait_ready(base_url)
             body = httpx.get(f"{base_url}/health").json()
             assert body["status"] == "ok" and body["name"] == NAME and body["versions"] == [1, 2]
 
@@ -123,7 +95,7 @@ class TestHealth:
         pool = ModelPool(config)
         pool.load()
         assert pool.state == "failed" and pool.error and "missing" in pool.error
-        with _serve(config, pool) as base_url:
+        with support.serve(config, pool) as base_url:
             response = httpx.get(f"{base_url}/health")
             assert response.status_code == 500 and response.json()["status"] == "failed"
 
@@ -132,8 +104,8 @@ class TestWithTheTrainersInference:
     def test_default_inference_module_serves_both_apis(self, tiny: dict[str, Path], tmp_path: Path) -> None:
         """The production seam (``tuneform.training``), not this suite's own loader, behind both clients."""
         config = parse_config({**_config(tiny, tmp_path).to_json(), "inference": "tuneform.training"})
-        with _serve(config, ModelPool(config)) as base_url:
-            _wait_ready(base_url)
+        with support.serve(config, ModelPool(config)) as base_url:
+            support.wait_ready(base_url)
             client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=KEY)
             chat = client.chat.completions.create(
                 model=f"{NAME}@1", messages=[{"role": "user", "content": "hello"}], max_tokens=3, temperature=0

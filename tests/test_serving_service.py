@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -92,6 +93,28 @@ def test_start_status_stop_in_process(tmp_path: Path) -> None:
     log = Path(info.log_path).read_text()
     assert "ready: ticket-router" in log and "Shutting down" in log  # SIGTERM gave a clean shutdown
     stop(info)  # idempotent
+
+
+def test_the_log_never_holds_a_key_and_is_its_owners_only(tmp_path: Path) -> None:
+    config_path, key = _write(tmp_path)
+    log_path = tmp_path / "logs" / "ticket-router.log"
+    log_path.parent.mkdir(parents=True)
+    log_path.write_text("an earlier log\n")
+    log_path.chmod(0o644)  # as a version before this one left it
+    info = start(config_path)
+    try:
+        body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 1}}
+        url = f"{info.url}/v1beta/models/ticket-router:generateContent"
+        assert httpx.post(url, params={"key": key, "alt": "json"}, json=body).status_code == 200
+        assert httpx.post(url, params={"key": "a-wrong-key-123"}, json=body).status_code == 401
+        assert httpx.post(url, content=b'{"contents": "\\ud800"}', params={"key": key}).status_code == 400
+    finally:
+        stop(info)
+    log = log_path.read_text()
+    assert key not in log and "a-wrong-key-123" not in log
+    assert "POST /v1beta/models/ticket-router:generateContent?key=***&alt=json 200" in log
+    assert "Traceback" not in log  # a hostile body is the client's mistake, not the server's
+    assert log_path.stat().st_mode & 0o777 == 0o600
 
 
 def test_outlives_its_caller_and_a_kill_is_noticed(tmp_path: Path) -> None:

@@ -8,10 +8,14 @@ so every answer is really generated (gibberish, but produced token by token by a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +145,55 @@ def generate(
     new = output[0, prompt_tokens:].tolist()
     finish = "stop" if tokenizer.eos_token_id in new else "length"
     return tokenizer.decode(new, skip_special_tokens=True), prompt_tokens, len(new), finish
+
+
+class SlowModel:
+    """The tiny model, each forward pass delayed: generation that takes long enough to watch."""
+
+    def __init__(self, model: Any, delay_s: float) -> None:
+        self._model = model
+        self._delay_s = delay_s
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        time.sleep(self._delay_s)
+        return self._model(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def serve(config: Any, pool: Any) -> Iterator[str]:
+    """Serves ``create_app(config, pool)`` with uvicorn in a thread; yields the base URL."""
+    import uvicorn
+
+    from tuneform.serving.app import create_app
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config, pool), host=config.host, port=config.port, log_level="warning", access_log=False
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def wait_ready(url: str) -> None:
+    """Waits until ``/health`` answers 200 (the models loaded)."""
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/health").status_code != 200:
+        assert time.monotonic() < deadline, "models did not load"
+        time.sleep(0.1)

@@ -49,7 +49,8 @@ def bpe_tokenizer() -> Any:
     for name in ("train.jsonl", "validation.jsonl"):
         for line in (TICKETS / name).read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
-            texts.append(record["systemInstruction"]["parts"][0]["text"])
+            if "systemInstruction" in record:  # a quarter of the examples carry one
+                texts.append(record["systemInstruction"]["parts"][0]["text"])
             texts.extend(part["text"] for turn in record["contents"] for part in turn["parts"])
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     backend = Tokenizer(models.BPE(unk_token=None))

@@ -136,7 +136,7 @@ class LocalBackend:
             metrics=_finite(result["metrics"]),
             parent_version=latest.number if latest is not None else None,
             training_log=result["logPath"],
-            extra={"generation": request.generation} if request.generation else None,
+            extra={"generation": _generation(request.generation)} if request.generation else None,
         )
         self.registry.finish_run(request.name, request.spec_hash, succeeded=True)
         removed = self.registry.retain(request.name, keep_last=self.keep_versions)
@@ -218,7 +218,7 @@ class LocalBackend:
             learning_rate=float(hp.get("learningRate") or defaults.learning_rate),
             batch_size=int(hp.get("batchSize") or defaults.batch_size),
             test_file=request.test.uri if request.test else None,
-            generation=request.generation,
+            generation=_generation(request.generation),
         )
         (run_dir / "request.json").write_text(run.to_json())
         log_path = run_dir / "run.log"
@@ -388,6 +388,14 @@ def _finished_result(run_dir: Path, progress: Progress) -> dict[str, Any] | None
         return None
     progress(f"the interrupted run had finished training and evaluation ({path}); registering its result")
     return result
+
+
+def _generation(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``spec.endpoint.generation`` as the spec holds it: numbers cross Pulumi's wire as floats."""
+    if not raw:
+        return None
+    integers = ("topK", "maxOutputTokens")
+    return {key: int(value) if key in integers else value for key, value in raw.items() if value is not None}
 
 
 @contextmanager

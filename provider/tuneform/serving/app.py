@@ -316,6 +316,7 @@ class Endpoint:
         body["traffic"] = {str(v): p for v, p in self.config.traffic.items()}
         body["pid"] = os.getpid()
         body["waiting"] = {str(n): engine.waiting for n, engine in self.pool.engines.items()}
+        body["running"] = {str(n): len(engine.decoder.rows) for n, engine in self.pool.engines.items()}
         if self.pool.error:
             body["error"] = self.pool.error
         return JSONResponse(body, status_code=status)
@@ -377,6 +378,9 @@ class Endpoint:
     async def get_model(self, request: Request) -> Response:
         dialect = dialect_of(request)
         model = request.path_params["model"]
+        if ":" in model:  # a method's path (`{model}:generateContent`) read with GET
+            err = ApiError(405, f"GET is not allowed on {request.url.path}; use POST.", code="method_not_allowed")
+            return self.reply(dialect, err)
         try:
             self.authorize(request, dialect)
             if model.removeprefix("models/") not in self.served():

@@ -138,7 +138,7 @@ INTENTS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "payment method": (
             "How do I change the credit card you bill?",
-            "I want to pay by bank transfer instead of by card.",
+            "Can I settle the bills through a wire transfer from now on?",
             "Please move my direct debit to a new bank account.",
             "can I pay with paypal from now on?",
         ),
@@ -174,7 +174,7 @@ INTENTS: dict[str, dict[str, tuple[str, ...]]] = {
             "{app} crashes as soon as I open it on {os}.",
             "Since the update {app} closes by itself.",
             "the software freezes and I have to force quit it",
-            "{app} won't load past the start screen.",
+            "{app} never gets beyond the start screen.",
         ),
         "hardware fault": (
             "My {product} {symptom}.",
@@ -325,12 +325,12 @@ INTENTS: dict[str, dict[str, tuple[str, ...]]] = {
     "returns": {
         "return unwanted": (
             "I want to return the {product} from order {order}.",
-            "I changed my mind about the {product}, how do I send it back?",
+            "Not keeping the {product} after all, how does a return work?",
             "The {product} isn't what I expected, I'd like to return it.",
             "how do i return something i bought online",
         ),
         "damaged": (
-            "The {product} arrived broken, I want to send it back.",
+            "The {product} arrived broken and I'd like a return.",
             "My {product} came damaged in the box. Return please.",
             "the {product} has a crack and scratches, I'm returning it",
         ),
@@ -360,7 +360,7 @@ INTENTS: dict[str, dict[str, tuple[str, ...]]] = {
             "Is it too late to return the {product} I bought in {month}?",
             "Can I return an item without the original box?",
             "How many days do I have to return something?",
-            "do i have to pay for return shipping?",
+            "who covers the postage when I send something back?",
         ),
         "defect warranty": (
             "My {product} broke after {n} weeks, can I return it under warranty?",
