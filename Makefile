@@ -102,6 +102,7 @@ bench: bootstrap
 	$(PY) bench/bench_dataset.py
 	$(PY) bench/bench_preview.py --specs 100
 	$(PY) bench/bench_trainer.py
+	$(PY) bench/bench_serving.py
 
 # Not a speed benchmark: how a Vertex stack converges with 30% of the emulator's calls faulted (figures in README).
 bench-vertex-faults: bootstrap

@@ -169,7 +169,7 @@ class BatchDecoder:
             shared = next((i for i, (a, b) in enumerate(zip(one, two, strict=False)) if a != b), 0)
             self._prefix = (one[:shared] if shared >= MIN_SHARED_PREFIX else [], [])
             if self._prefix[0]:
-                cache = DynamicCache()
+                cache: Any = DynamicCache()
                 ids = self.torch.tensor([self._prefix[0]], device=self.device)
                 self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
                 self._prefix = (self._prefix[0], [(layer.keys, layer.values) for layer in cache.layers])

@@ -8,7 +8,7 @@ API's JSON; the pipeline in ``app`` does everything in between once. Values a re
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -77,7 +77,6 @@ class Ask:
     """OpenAI ``stream_options.include_usage``: a last chunk with the token counts."""
     user: str | None = None
     """OpenAI ``user``: a request id for the traffic split when no ``X-Request-Id`` is sent."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def with_defaults(self, defaults: Decoding) -> Ask:
         return replace(self, decoding=self.decoding.over(defaults))
