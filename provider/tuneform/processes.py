@@ -172,7 +172,8 @@ def stop(pid: int, *, group: bool = True, grace_s: float = 10.0) -> None:
         time.sleep(0.05)
     if ref.alive():
         send(signal.SIGKILL)
-        while ref.alive():
+        deadline = time.monotonic() + grace_s  # bounded: a process that is not ours to kill is left, not waited on
+        while ref.alive() and time.monotonic() < deadline:
             time.sleep(0.05)
 
 

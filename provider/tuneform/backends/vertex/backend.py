@@ -5,8 +5,10 @@ Talks to Vertex through google-cloud-aiplatform's generated ``aiplatform_v1beta1
 location of the resource it touches (see ``_api.Hosts``). What the tuning API cannot do, and what this backend does
 instead:
 
-- there is no request id on CreateTuningJob: before creating, the backend looks for a job of the same spec name and
-  spec hash (labels it sets on every job) and adopts it, so a retry or a re-run after a lost answer never pays twice;
+- there is no request id on CreateTuningJob and no documented list consistency: before creating, the backend reads
+  the spec's job marker in the bucket (which names the job once a create answered) and looks for a job of the same
+  spec name and hash (labels it sets on every job), and adopts it; a create whose answer was lost is found by the
+  token it carried, within a bounded wait (``LOST_CREATE_WAIT_S``), so a retry or a re-run never pays twice;
 - the tuning API documents no filter fields: a label filter is tried, and when the service refuses it the backend
   lists the location's jobs and filters them itself;
 - a re-tune starts from the base model (a new registry model); continuing from tuned weights (``continueFrom``) is
