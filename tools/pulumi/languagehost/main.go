@@ -118,7 +118,9 @@ type languageHost struct {
 }
 
 // watchEngine remembers the engine's address and shuts the host down when the engine stops answering, so a killed
-// `pulumi up` never leaves us (and the Python program under us) running. Pulumi's own host polls at the same interval.
+// `pulumi up` never leaves us (and the Python program under us) running. Pulumi's own hosts poll every 5 minutes,
+// which left the program of a killed run alive that long; a health check on the engine's local socket costs next to
+// nothing, and only a refused connection (the engine is gone) ends the host.
 func (h *languageHost) watchEngine(address string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -126,7 +128,7 @@ func (h *languageHost) watchEngine(address string) {
 		return
 	}
 	h.engineAddress = address
-	err := rpcutil.Healthcheck(context.Background(), address, 5*time.Minute, func() {
+	err := rpcutil.Healthcheck(context.Background(), address, 2*time.Second, func() {
 		h.stopProgram()
 		h.shutdown()
 	})
