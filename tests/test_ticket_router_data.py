@@ -1,4 +1,4 @@
-"""The shipped ticket-router data: the generator reproduces its files, and the hand-written test set is apart from it."""
+"""The shipped ticket-router data: the generator reproduces its files; the hand-written test set stands apart."""
 
 from __future__ import annotations
 
