@@ -115,7 +115,7 @@ def test_validate_and_plan_run_without_the_local_stack(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr, what
         outputs[what] = done.stdout
     # The local target still counts exactly: its tokenizer needs neither torch nor transformers.
-    assert "15,248 (exact, SmolLM2-135M-Instruct.Q4_1 tokenizer)" in outputs["plan"]
+    assert "23,234 (exact, SmolLM2-135M-Instruct.Q4_1 tokenizer)" in outputs["plan"]
     changes = json.loads(outputs["plan --base"])["changes"]
     assert {(c["target"], c["token_method"].split(":")[0]) for c in changes} == {
         ("local", "exact"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -99,11 +100,14 @@ def test_local_stack_lifecycle(project: Path, pulumi_cli, tmp_path: Path) -> Non
     shown = first.stdout + first.stderr
     assert "test set accuracy: base" in shown and "maxOutputTokens 3" in shown
     # Progress is tuneform's own: library warnings and progress bars go to the run's log, which progress names.
-    run_log = next((project / ".tuneform" / "runs" / "tiny-router").glob("*/run.log"))
-    assert f"full log (library output included): {run_log}" in shown
-    assert "train: step" in shown and "train: step" in run_log.read_text()
+    assert "its full log (library output included): " in shown
+    kept = re.search(r"its run log is kept in (\S+)", shown)
+    assert kept is not None, "the version keeps the run's log and says where"
+    log = Path(kept.group(1)).read_text()
+    assert "train: step" in shown and "train: step" in log and "every step, from" in log
     for noise in ("Warning", "it/s]", "Loading weights", "Building labels"):
         assert noise not in shown, noise
+    assert "Warning" in log, "library warnings go to the log"
     assert (project / ".tuneform").stat().st_mode & 0o077 == 0, "the registry is its owner's only"
     url, key = outputs["endpoint"], outputs["apiKey"]
     # A request that sets nothing gets the version's saved decoding: greedy, 3 tokens, whatever its request id.

@@ -75,11 +75,14 @@ def test_local_stack_declares_one_component_per_spec(tmp_path: Path, monkeypatch
     job = by_type(recorder, "tuneform:TuningJob")["ticket-router-tuning"].inputs
     assert job["baseModel"] == "smollm2-135m-instruct"
     assert job["target"] == "local"
-    assert job["hyperparameters"] == {"epochs": 1, "learningRate": 0.001, "batchSize": 8}
+    assert job["hyperparameters"] == {"epochs": 1, "learningRate": 0.002, "batchSize": 8}
     assert job["labels"] == {"team": "support"}
     assert job["trainExamples"] >= 300 and job["validationExamples"] >= 60
     assert job["estimatedTrainingTokens"] == job["trainTokens"] * 1
     assert len(job["specHash"]) == 64
+    # The local target's test set and decoding defaults travel with the job (and the version keeps them).
+    assert job["generation"] == {"temperature": 0.0, "maxOutputTokens": 8, "stop": ["\n"]}
+    assert job["testExamples"] == 120 and job["testUri"].endswith(".jsonl") and len(job["testSha256"]) == 64
 
     datasets = by_type(recorder, "tuneform:Dataset")
     assert sorted(datasets) == [

@@ -54,7 +54,7 @@ def test_shipped_examples_load_and_resolve_on_both_targets() -> None:
     router_local = resolve(docs["ticket-router"], "local")
     assert router_local.base_model == "smollm2-135m-instruct"
     # The override's learningRate replaces the Gemini learningRateMultiplier instead of colliding with it.
-    assert router_local.hyperparameters.learning_rate == 0.001
+    assert router_local.hyperparameters.learning_rate == 0.002
     assert (router_local.adapter_size, router_local.hyperparameters.epochs) == (8, 1)
     assert router_local.hyperparameters.learning_rate_multiplier is None
     assert router_local.dataset.train_path == str(REPO / "tuning_specs/datasets/ticket-router/train.jsonl")

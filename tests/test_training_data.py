@@ -121,6 +121,7 @@ class TestTicketRouterData:
             counts = Counter(c.messages[-1]["content"] for c in split)
             assert set(counts) == {"billing", "technical", "account", "shipping", "returns", "sales"}
             assert max(counts.values()) - min(counts.values()) <= 1
-            assert all(c.messages[0]["role"] == "system" for c in split)
-        tickets = {c.messages[1]["content"] for c in train}
-        assert not tickets & {c.messages[1]["content"] for c in validation}
+            # Most examples ask without the system prompt, as clients of the tuned model do; some carry it.
+            assert 0 < sum(c.messages[0]["role"] == "system" for c in split) < len(split) / 2
+        tickets = {c.messages[-2]["content"] for c in train}
+        assert not tickets & {c.messages[-2]["content"] for c in validation}

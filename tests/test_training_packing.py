@@ -205,7 +205,7 @@ def test_a_token_budget_below_max_length_is_refused(tiny: Path, data: Path, tmp_
     from tuneform.training.errors import TrainingError
 
     recipe = replace(PADDING_FREE, batches="token_budget", tokens_per_batch=64)
-    with pytest.raises(TrainingError, match=r"tokens_per_batch: expected at least maxLength \(128\), got 64"):
+    with pytest.raises(TrainingError, match=r"tokens_per_batch: expected at least maxLength \(256\), got 64"):
         train(_config(tiny, data, tmp_path / "run", recipe=recipe), lambda _: None)
 
 

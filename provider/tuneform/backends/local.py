@@ -142,7 +142,8 @@ class LocalBackend:
         removed = self.registry.retain(request.name, keep_last=self.keep_versions)
         if removed:
             progress(f"retention (keep {self.keep_versions}): removed versions {removed}")
-        progress(f"registered {request.name}@{version.number}")
+        kept = self.registry.store.get(version.training_log_sha256) if version.training_log_sha256 else None
+        progress(f"registered {request.name}@{version.number}" + (f"; its run log is kept in {kept}" if kept else ""))
         return self._outcome(request.name, version, reused=False)
 
     def _claim_run(self, request: TuningRequest, progress: Progress) -> Path:

@@ -27,11 +27,11 @@ _STATUS = {
 }
 
 _TOP_LEVEL = {"contents", "systemInstruction", "generationConfig", "labels", "model"}
-_UNSUPPORTED_TOP = {
-    "tools": "tools (function calling, search, code execution)",
-    "toolConfig": "tool configuration",
-    "safetySettings": "safety settings (the local model has no safety filter to configure)",
-    "cachedContent": "cached content",
+_UNSUPPORTED_TOP: dict[str, tuple[Any, str]] = {
+    "tools": (None, "tools (function calling, search, code execution)"),
+    "toolConfig": (None, "tool configuration"),
+    "safetySettings": (None, "safety settings (the local model has no safety filter to configure)"),
+    "cachedContent": (None, "cached content"),
 }
 _CONFIG = {"temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "stopSequences", "seed"}
 # generationConfig field -> (value that asks for nothing, what it asks for).
@@ -126,12 +126,7 @@ def parse(body: dict[str, Any], model: str, limits: Limits, *, stream: bool = Fa
     """A ``generateContent`` request -> ``Ask``, every problem in one 400."""
     problems = Problems()
     fields = _fields(body, "", problems)
-    for key, value in fields.items():
-        if key in _UNSUPPORTED_TOP:
-            if value not in (None, [], {}):
-                problems.unsupported(key, _UNSUPPORTED_TOP[key], f"remove `{key}`")
-        elif key not in _TOP_LEVEL:
-            problems.add(key, "unknown field; remove it")
+    problems.fields(fields, _TOP_LEVEL, _UNSUPPORTED_TOP)
     messages = _contents(fields.get("contents"), limits, problems)
     system = _system(fields.get("systemInstruction"), problems)
     raw = fields.get("generationConfig") or {}
@@ -139,14 +134,7 @@ def parse(body: dict[str, Any], model: str, limits: Limits, *, stream: bool = Fa
         problems.add("generationConfig", "expected an object")
         raw = {}
     config = _fields(raw, "generationConfig.", problems)
-    for key, value in config.items():
-        where = f"generationConfig.{key}"
-        if key in _UNSUPPORTED_CONFIG:
-            neutral, what = _UNSUPPORTED_CONFIG[key]
-            if value is not None and value != neutral:
-                problems.unsupported(where, what, f"remove `{key}`")
-        elif key not in _CONFIG:
-            problems.add(where, "unknown field; remove it")
+    problems.fields(config, _CONFIG, _UNSUPPORTED_CONFIG, prefix="generationConfig.")
     decoding = Decoding(
         temperature=problems.number(config.get("temperature"), "generationConfig.temperature", (0.0, 2.0)),
         top_p=problems.number(config.get("topP"), "generationConfig.topP", (0.0, 1.0)),

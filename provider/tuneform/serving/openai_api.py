@@ -96,13 +96,7 @@ def _text(content: Any, where: str, problems: Problems) -> str:
 def parse(body: dict[str, Any], limits: Limits) -> Ask:
     """A chat completion request -> ``Ask``, every problem in one 400."""
     problems = Problems()
-    for key, value in body.items():
-        if key in _UNSUPPORTED:
-            neutral, what = _UNSUPPORTED[key]
-            if value is not None and value != neutral:
-                problems.unsupported(key, what, f"remove `{key}`")
-        elif key not in _ACCEPTED:
-            problems.add(key, "unknown parameter; remove it")
+    problems.fields(body, _ACCEPTED, _UNSUPPORTED, unknown="unknown parameter; remove it")
     raw = body.get("messages")
     system_parts: list[str] = []
     messages: list[dict[str, str]] = []

@@ -141,6 +141,25 @@ class Problems:
     def unsupported(self, where: str, what: str, instead: str) -> None:
         self.add(where, f"{what} is not supported by the local endpoint; {instead}")
 
+    def fields(
+        self,
+        body: dict[str, Any],
+        accepted: set[str],
+        unsupported: dict[str, tuple[Any, str]],
+        *,
+        prefix: str = "",
+        unknown: str = "unknown field; remove it",
+    ) -> None:
+        """Refuses what cannot be honoured (``unsupported``: field -> (the value that asks for nothing, what it asks
+        for)) and what is unknown; ``accepted`` fields pass."""
+        for key, value in body.items():
+            if key in unsupported:
+                neutral, what = unsupported[key]
+                if value is not None and value != neutral and value not in ([], {}):
+                    self.unsupported(f"{prefix}{key}", what, f"remove `{key}`")
+            elif key not in accepted:
+                self.add(f"{prefix}{key}", unknown)
+
     def raise_if_any(self) -> None:
         if self.lines:
             raise ApiError(400, "; ".join(self.lines) + ".", code="invalid_request", param=self.param)

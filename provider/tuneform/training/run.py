@@ -213,13 +213,28 @@ def run(run_dir: Path) -> dict[str, Any]:
         "steps": result.steps,
         "tokens": result.tokens,
         "resumedFrom": result.resumed_from,
-        "logPath": str(result.log_path),
+        "logPath": str(_kept_log(run_dir, result.log_path)),
         "seconds": round(time.monotonic() - started, 1),
     }
     tmp = run_dir / "result.json.tmp"
     tmp.write_text(json.dumps(outcome, indent=2))
     tmp.replace(run_dir / "result.json")
     return outcome
+
+
+def _kept_log(run_dir: Path, step_log: Path) -> Path:
+    """The log the version keeps: the run's log (progress and library output) with the trainer's step log appended,
+    or the step log alone when this run wrote no run log (``run`` called without ``quiet_output``)."""
+    run_log = run_dir / "run.log"
+    if not run_log.is_file():
+        return step_log
+    try:
+        steps = step_log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return run_log
+    with run_log.open("a", encoding="utf-8") as log:
+        log.write(f"--- every step, from {step_log} ---\n{steps}")
+    return run_log
 
 
 def _score_test_set(request: RunRequest, base_dir: Path, result: TrainResult) -> dict[str, float]:
