@@ -131,7 +131,7 @@ class TunedModel(pulumi.ComponentResource):
                 name=spec.name,
                 model_name=spec.name,
                 traffic=traffic,
-                versions=traffic.apply(lambda split: {v: f"{spec.name}@{v}" for v in split}),
+                versions=_served_versions(spec.name, spec.target, traffic, job),
                 port=port,
                 promote=spec.endpoint.promote,
                 candidate_version=job.version,
@@ -149,6 +149,16 @@ class TunedModel(pulumi.ComponentResource):
                 outputs["promotion"] = endpoint.promotion
         self.outputs = outputs
         self.register_outputs(outputs)
+
+
+def _served_versions(name: str, target: str, traffic: pulumi.Output[dict[str, int]], job: TuningJob) -> Any:
+    """Version -> what serves it: ``name@N`` in the local registry; on Vertex, for the version this run tuned (or
+    adopted), the endpoint its job reported, so the endpoint step needs no job listing (which may lag)."""
+    if target != "vertex":
+        return traffic.apply(lambda split: {v: f"{name}@{v}" for v in split})
+    return pulumi.Output.all(traffic, job.version, job.tunedEndpoint).apply(
+        lambda args: {v: (args[2] if args[2] and int(v) == args[1] else f"{name}@{v}") for v in args[0]}
+    )
 
 
 def _registry_view(settings: BackendSettings, name: str) -> tuple[int | None, dict[str, dict[str, float]] | None]:

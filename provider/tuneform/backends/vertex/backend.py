@@ -694,14 +694,21 @@ class VertexBackend:
                 "each tuned Gemini version is served from its own endpoint; route 100 % to one version"
             )
         version = next(iter(shares))
-        registry = request.model.split("@", 1)[0] if "/models/" in request.model else None
-        job = self._job_of_version(request.name, version, registry)
-        if job is None or not job.tuned_model.endpoint:
-            raise BackendError(
-                f"{request.name}: no endpoint serves version {version}; was it tuned by tuneform in {self.parent}?"
-            )
-        endpoint = str(job.tuned_model.endpoint)
-        progress(f"vertex: {request.name} v{version} ({job.tuned_model.model}) is served by {endpoint}")
+        # The program names the endpoint its tuning job reported for the version just tuned: read it directly, since
+        # a job listing may not show a job created seconds ago (list consistency is not documented).
+        known = str((request.settings.get("versions") or {}).get(str(version)) or "")
+        if "/endpoints/" in known:
+            endpoint = known
+        else:
+            registry = request.model.split("@", 1)[0] if "/models/" in request.model else None
+            job = self._job_of_version(request.name, version, registry)
+            if job is None or not job.tuned_model.endpoint:
+                raise BackendError(
+                    f"{request.name}: no endpoint serves version {version}; was it tuned by tuneform in "
+                    f"{self.parent}?"
+                )
+            endpoint = str(job.tuned_model.endpoint)
+        progress(f"vertex: {request.name} v{version} is served by {endpoint}")
         state = self.registry.endpoint_state(endpoint, {"project": self.project})
         if state is None:
             raise BackendError(f"{request.name}: endpoint {endpoint} of version {version} no longer exists")
