@@ -1,8 +1,9 @@
 """The Vertex AI target (see ``backend.VertexBackend``).
 
 Modules: ``_api`` (hosts per location, retries, labels), ``requests`` (the TuningJob a request becomes, a pure
-function), ``storage`` (datasets in Cloud Storage), ``registry`` (tuned versions and their endpoints), ``backend``
-(the ``Backend`` protocol's methods). Nothing here imports Google Cloud at module level.
+function), ``jobs`` (what a job read back means: version, outcome, failure), ``continuation`` (continuous tuning's
+source and its checks), ``storage`` (datasets and job markers in Cloud Storage), ``registry`` (tuned versions and
+their endpoints), ``backend`` (the ``Backend`` protocol's methods). Nothing here imports Google Cloud at module level.
 """
 
 from tuneform.backends.vertex._api import (

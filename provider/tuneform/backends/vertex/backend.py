@@ -23,7 +23,6 @@ one spec name itself (label ``tuneform-version``) and reports that number; the r
 
 from __future__ import annotations
 
-import datetime
 import time
 import uuid
 from dataclasses import replace
@@ -46,7 +45,6 @@ from tuneform.backends.vertex._api import (
     OWN_LABELS,
     SPEC_HASH_LABEL,
     TERMINAL_STATES,
-    VERSION_LABEL,
     Hosts,
     Retry,
     api_errors,
@@ -56,6 +54,8 @@ from tuneform.backends.vertex._api import (
     state_name,
     stderr,
 )
+from tuneform.backends.vertex.continuation import CONTINUOUS_TUNING_SINCE, continuation_source
+from tuneform.backends.vertex.jobs import failure_message, outcome, tuneform_version
 from tuneform.backends.vertex.registry import ModelRegistry, deployed_endpoints
 from tuneform.backends.vertex.requests import build_tuning_job, vertex_base_model
 from tuneform.backends.vertex.storage import DatasetStore, JobMarker, MarkerConflict
@@ -65,9 +65,6 @@ if TYPE_CHECKING:
 
 
 __all__ = ["CONTINUOUS_TUNING_SINCE", "VertexBackend"]
-
-CONTINUOUS_TUNING_SINCE = datetime.date(2025, 7, 11)
-"""Only models tuned on or after this day can be continued (sources.yaml: V-continuous)."""
 
 REQUEST_LABEL = "tuneform-request"
 """A job's label holding the token of the create that made it (``JobMarker.token``)."""
@@ -79,23 +76,6 @@ No Google document says how soon a created tuning job appears in ListTuningJobs 
 emulator's lag is ours). This figure is ours too: a listing that lags longer than this after a lost answer can still
 lead to a second job. A create that did answer is found by direct read and does not depend on it.
 """
-
-
-def _registry_version(model: str) -> int:
-    _, _, version = model.rpartition("@")
-    return int(version) if version.isdigit() else 1
-
-
-def tuneform_version(job: Any) -> int:
-    """tuneform's version number of a job: its ``tuneform-version`` label, else (older jobs) the registry's."""
-    label = job.labels.get(VERSION_LABEL, "")
-    if label.isdigit():
-        return int(label)
-    return _registry_version(str(job.tuned_model.model)) if job.tuned_model.model else 0
-
-
-def _source_base(job: Any) -> str:
-    return str(job.base_model or job.pre_tuned_model.base_model)
 
 
 class VertexBackend:
@@ -259,7 +239,7 @@ class VertexBackend:
         except exceptions.GoogleAPICallError as e:
             raise BackendError(f"{request.name}: the tuning API refused the job: {e.message}") from None
         job = self._wait(client, job, request.name, progress)
-        return self._outcome(job, reused)
+        return outcome(job, reused)
 
     def _find_or_create(
         self, client: aiplatform_v1beta1.GenAiTuningServiceClient, request: TuningRequest, progress: Progress
@@ -310,7 +290,7 @@ class VertexBackend:
             return existing, True
         numbered = [j for j in jobs if state_name(j) in LIVE_STATES or state_name(j) == "JOB_STATE_SUCCEEDED"]
         version = max((tuneform_version(j) for j in numbered), default=0) + 1
-        pre_tuned = self._continuation(request, jobs, progress)
+        pre_tuned = continuation_source(request, jobs, self.registry, self.kms_key_name, progress)
         tuning_job = build_tuning_job(
             request,
             bucket=self.bucket,
@@ -426,64 +406,6 @@ class VertexBackend:
             )
         return None
 
-    def _continuation(
-        self, request: TuningRequest, jobs: list[aiplatform_v1beta1.TuningJob], progress: Progress
-    ) -> str | None:
-        """The tuned version to continue from, after checking continuous tuning's documented restrictions.
-
-        Raises:
-            BackendError: When the source is gone, too old, tuned from another base model, or under another key.
-        """
-        wanted = request.continue_from
-        if not wanted:
-            return None
-        base_model = request.base_model
-        if wanted == "previous":
-            for job in jobs:
-                tuned = str(job.tuned_model.model)
-                if state_name(job) != "JOB_STATE_SUCCEEDED" or not tuned or _source_base(job) != base_model:
-                    continue
-                model = self.registry.get(tuned)
-                if model is not None:
-                    self._check_source(request, model, base_model)
-                    return tuned
-            progress(f"vertex: {request.name} has no earlier tuned version of {base_model}; tuning the base model")
-            return None
-        model = self.registry.get(wanted)
-        if model is None:
-            raise BackendError(
-                f"{request.name}: continueFrom {wanted} does not exist in Model Registry; set it to an existing "
-                "tuned model version, or remove `continueFrom` to tune from the base model"
-            )
-        source_job = next((j for j in jobs if str(j.tuned_model.model).split("@")[0] == model.name), None)
-        if source_job is not None:
-            self._check_source(request, model, _source_base(source_job))
-        else:
-            self._check_source(request, model, None)
-            progress(f"vertex: {wanted} was not tuned by tuneform; Vertex checks that it was tuned from {base_model}")
-        return f"{model.name}@{model.version_id}"
-
-    def _check_source(self, request: TuningRequest, model: Any, source_base: str | None) -> None:
-        name = f"{model.name}@{model.version_id}"
-        created = model.version_create_time or model.create_time
-        if created and created.date() < CONTINUOUS_TUNING_SINCE:
-            raise BackendError(
-                f"{request.name}: continueFrom {name} was tuned on {created.date()}; Vertex AI continues only models "
-                f"tuned on or after {CONTINUOUS_TUNING_SINCE}. Remove `continueFrom` to tune from the base model."
-            )
-        source_key = model.encryption_spec.kms_key_name or ""
-        if source_key != (self.kms_key_name or ""):
-            raise BackendError(
-                f"{request.name}: continueFrom {name} is encrypted with {source_key or 'no customer-managed key'}, "
-                f"this stack with {self.kms_key_name or 'none'}; a continuous tuning job must use the key of the "
-                "model it continues. Set `tuneform:kmsKeyName` to match, or tune from the base model."
-            )
-        if source_base is not None and source_base != request.base_model:
-            raise BackendError(
-                f"{request.name}: continueFrom {name} was tuned from {source_base}, but the spec's baseModel is "
-                f"{request.base_model}. Set `baseModel: {source_base}`, or remove `continueFrom`."
-            )
-
     def _jobs_of(
         self, client: aiplatform_v1beta1.GenAiTuningServiceClient, name: str, report: Progress | None = None
     ) -> list[aiplatform_v1beta1.TuningJob]:
@@ -548,52 +470,8 @@ class VertexBackend:
             interval = min(interval * 1.5, self.poll[1])
             job = self.retry.call(client.get_tuning_job, progress, name=job.name)
         if state != "JOB_STATE_SUCCEEDED":
-            raise TuningFailed(self._failure_message(job, name), job.name, short(state))
+            raise TuningFailed(failure_message(job, name), job.name, short(state))
         return job
-
-    @staticmethod
-    def _failure_message(job: aiplatform_v1beta1.TuningJob, name: str) -> str:
-        state = short(state_name(job))
-        parts = [f"{name}: tuning job {job.name} ended {state}"]
-        if job.error.message:
-            parts[0] += f": {job.error.message}"
-        stats = job.tuning_data_stats.supervised_tuning_data_stats
-        if stats.tuning_dataset_example_count:
-            parts.append(f"{stats.tuning_dataset_example_count} training examples")
-        if stats.total_truncated_example_count:
-            shown = ", ".join(str(i) for i in list(stats.truncated_example_indices)[:10])
-            parts.append(f"{stats.total_truncated_example_count} truncated (0-based lines {shown})")
-        if stats.dropped_example_reasons:
-            reasons = "; ".join(list(stats.dropped_example_reasons)[:5])
-            parts.append(f"{len(stats.dropped_example_reasons)} dropped: {reasons}")
-        if state == "PARTIALLY_SUCCEEDED" and job.tuned_model.model:
-            parts.append(f"partial model {job.tuned_model.model} is not recorded")
-        return "; ".join(parts)
-
-    def _outcome(self, job: aiplatform_v1beta1.TuningJob, reused: bool) -> TuningOutcome:
-        stats = job.tuning_data_stats.supervised_tuning_data_stats
-        metrics = {
-            key: float(value)
-            for key, value in (
-                ("billable_tokens", stats.total_billable_token_count),
-                ("examples", stats.tuning_dataset_example_count),
-                ("tuning_steps", stats.tuning_step_count),
-            )
-            if value
-        }
-        model = str(job.tuned_model.model)
-        if not model and job.output_uri:
-            # Open-model jobs register no model: their result is the final checkpoint's directory (V-oss).
-            model = f"{job.output_uri}/postprocess/node-0/checkpoints/final"
-        return TuningOutcome(
-            job_id=job.name,
-            state=short(state_name(job)),
-            model=model,
-            version=tuneform_version(job) or 1,
-            metrics=metrics,
-            endpoint=str(job.tuned_model.endpoint) or None,
-            reused=reused,
-        )
 
     @api_errors("reading a tuning job")
     def tuning_status(self, job_id: str) -> TuningOutcome | None:
@@ -604,7 +482,7 @@ class VertexBackend:
             job = self.retry.call(self.hosts.tuning(location_of(job_id)).get_tuning_job, name=job_id)
         except exceptions.NotFound:
             return None
-        return self._outcome(job, reused=False)
+        return outcome(job, reused=False)
 
     @api_errors("cancelling a tuning job")
     def cancel(self, job_id: str) -> None:
@@ -704,8 +582,7 @@ class VertexBackend:
             job = self._job_of_version(request.name, version, registry)
             if job is None or not job.tuned_model.endpoint:
                 raise BackendError(
-                    f"{request.name}: no endpoint serves version {version}; was it tuned by tuneform in "
-                    f"{self.parent}?"
+                    f"{request.name}: no endpoint serves version {version}; was it tuned by tuneform in {self.parent}?"
                 )
             endpoint = str(job.tuned_model.endpoint)
         progress(f"vertex: {request.name} v{version} is served by {endpoint}")
