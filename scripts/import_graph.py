@@ -20,8 +20,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "provider" / "tuneform"
 
 LAYERS: list[tuple[str, set[str]]] = [
     ("facts", {"problems", "catalogue", "workspace", "processes"}),
-    ("spec", {"spec"}),
     ("datasets", {"datasets"}),
+    ("spec", {"spec"}),
     ("preparation", {"plan", "prepare"}),
     ("local machinery", {"training", "registry", "serving"}),
     ("targets", {"backends"}),

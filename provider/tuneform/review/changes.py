@@ -1,5 +1,8 @@
 """The change plan: per tuned model and target, what a pull request does to it compared with a base commit.
 
+Size (~600 lines): the comparison of the two sides is one decision per field and reads best in one place;
+git, datasets, stack state and rendering are their own modules.
+
 The base commit's specs are read from git (``git cat-file``), written to a temporary directory together with empty
 stand-ins for the files they point at (datasets, local model files), and loaded with the same ``load_specs`` as the
 working tree, so both sides are resolved by the same rules. Datasets are compared by streaming the base blob from

@@ -1,5 +1,8 @@
 """The local trainer: supervised fine-tuning with TRL's ``SFTTrainer`` and PEFT LoRA (or every weight).
 
+Size (~600 lines): kept whole so the recipe reads top to bottom; the parts that stand alone are their own modules
+(``recipe``, ``packing``, ``data``, ``base_model``, ``evaluate``, ``run``).
+
 One recipe, read top to bottom by :func:`train`: choose how to use this machine (:mod:`tuneform.training.recipe`) ->
 load the base model -> tokenize the conversations with a mask over the model turns (see
 :mod:`tuneform.training.data`) -> ``LoraConfig`` from the spec -> ``SFTConfig`` from the recipe -> ``SFTTrainer.train``

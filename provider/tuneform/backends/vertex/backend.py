@@ -1,5 +1,8 @@
 """The Vertex AI target: supervised tuning jobs, and the tuned model versions and endpoints they produce.
 
+Size (~600 lines): the ``Backend`` protocol's methods and the waits between them; the request builder, storage, model
+registry, hosts, job views and continuous tuning are their own modules.
+
 Talks to Vertex through google-cloud-aiplatform's generated ``aiplatform_v1beta1`` clients over REST
 (``vertexai.tuning`` is deprecated, and only v1beta1 carries the open-model fields), each client built for the
 location of the resource it touches (see ``_api.Hosts``). What the tuning API cannot do, and what this backend does
