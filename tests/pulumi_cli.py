@@ -246,6 +246,30 @@ class PulumiCLI:
             "up", *self._stack_args(), "--yes", "--non-interactive", *extra, env=env, timeout=timeout, check=check
         )
 
+    def spawn_up(
+        self, project: Path, stack: str, *, env: Mapping[str, str] | None = None, output: Any = subprocess.DEVNULL
+    ) -> subprocess.Popen[bytes]:
+        """Starts ``pulumi up --yes`` on ``stack`` in its own process group, for a test that kills it midway.
+
+        Args:
+            project: The project directory.
+            stack: The stack to update.
+            env: Extra environment variables.
+            output: Where stdout and stderr go (``DEVNULL`` unless the test reads them).
+
+        Returns:
+            The running ``pulumi``; ``os.killpg(proc.pid, ...)`` reaches the engine and its children.
+        """
+        command = [str(self.bin_dir / "pulumi"), "up", "--yes", "--stack", stack, "--non-interactive", "--color=never"]
+        return subprocess.Popen(
+            command,
+            cwd=project,
+            env=self.env(env),
+            stdout=output,
+            stderr=subprocess.STDOUT if output is not subprocess.DEVNULL else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
     def preview(
         self, *extra: str, env: Mapping[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT, check: bool = True
     ) -> subprocess.CompletedProcess[str]:

@@ -198,22 +198,7 @@ def cmdline(ref: ProcessRef) -> str:
 def kill_up_at(stack: Stack, moment: str, log: Path) -> list[ProcessRef]:
     """Start `pulumi up`, kill its process group at ``moment``; returns the processes the killed run had."""
     with log.open("w") as out:
-        up = subprocess.Popen(
-            [
-                str(stack.cli.bin_dir / "pulumi"),
-                "up",
-                "--yes",
-                "--stack",
-                "local",
-                "--non-interactive",
-                "--color=never",
-            ],
-            cwd=stack.project,
-            env=stack.cli.env(stack.env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        up = stack.cli.spawn_up(stack.project, "local", env=stack.env, output=out)
     deadline = time.monotonic() + 600
     try:
         while True:

@@ -119,14 +119,7 @@ def test_killed_up_under_a_lagging_list_creates_one_job(pulumi_cli, tmp_path: Pa
         set_epochs(project, 5)
         tuning.script(Outcome(running_seconds=15.0))
         tuning.lose_next_create_answer()
-        killed = subprocess.Popen(
-            [str(cli.bin_dir / "pulumi"), "up", "--yes", "--stack", "vertex-test", "--color=never"],
-            cwd=project,
-            env=cli.env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        killed = cli.spawn_up(project, "vertex-test")
         deadline = time.monotonic() + 120
         while tuning.creates == creates and time.monotonic() < deadline:
             time.sleep(0.05)

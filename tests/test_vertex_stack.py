@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -138,15 +137,7 @@ def test_killed_up_adopts_the_running_job(pulumi_cli, tmp_path: Path, emulators)
 
     set_epochs(project, 5)
     tuning.script(Outcome(running_seconds=8.0))
-    command = [str(cli.bin_dir / "pulumi"), "up", "--yes", "--stack", "vertex-test", "--color=never"]
-    killed = subprocess.Popen(
-        command,
-        cwd=project,
-        env=cli.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    killed = cli.spawn_up(project, "vertex-test")
     deadline = time.monotonic() + 120
     while tuning.creates == creates and time.monotonic() < deadline:
         time.sleep(0.2)
