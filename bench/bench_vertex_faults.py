@@ -37,15 +37,8 @@ def main() -> int:
     for seed in args.seeds:
         with tempfile.TemporaryDirectory(prefix="tuneform-faults-") as work:
             root = Path(work)
-            count = 0
-
-            def make_cli(project: Path, root: Path = root) -> PulumiCLI:
-                nonlocal count
-                count += 1
-                return PulumiCLI(project, root / f"backend-{count}")
-
             figures = run_fault_run(
-                make_cli,
+                lambda project, root=root: PulumiCLI(project, root / "backend"),
                 root,
                 specs=args.specs,
                 rate=args.rate,

@@ -216,25 +216,20 @@ def run(args: argparse.Namespace) -> Report:
         if setup.returncode == 0:
             pairs = [arg for key, value in config.items() for arg in ("--plaintext", f"{key}={value}")]
             setup = pulumi("config", "set-all", "--stack", "smoke", *pairs)
-        upped = False
-        for name, command in (
-            ("preview", ("preview", "--stack", "smoke")),
-            ("up", ("up", "--yes", "--stack", "smoke")),
-        ):
-            if setup.returncode != 0:
-                report.steps.append(Step("stack set-up", "failed", 0, _tail(setup)))
-                break
-            step = Step(name)
+
+        def timed(name: str, *command: str) -> bool:
             started = time.monotonic()
             result = pulumi(*command)
-            step.seconds = time.monotonic() - started
-            step.status = "ok" if result.returncode == 0 else "failed"
-            if result.returncode != 0:
-                step.detail = _tail(result)
-            report.steps.append(step)
-            if result.returncode != 0:
-                break
-            upped = name == "up"
+            ok = result.returncode == 0
+            seconds = time.monotonic() - started
+            report.steps.append(Step(name, "ok" if ok else "failed", seconds, "" if ok else _tail(result)))
+            return ok
+
+        upped = False
+        if setup.returncode != 0:
+            report.steps.append(Step("stack set-up", "failed", 0, _tail(setup)))
+        elif timed("preview", "preview", "--stack", "smoke"):
+            upped = timed("up", "up", "--yes", "--stack", "smoke")
         if upped:
             outputs = json.loads(pulumi("stack", "output", "--stack", "smoke", "--json", "--show-secrets").stdout)
             tuned = outputs.get(NAME, {})
@@ -255,13 +250,7 @@ def run(args: argparse.Namespace) -> Report:
             step.seconds = time.monotonic() - started
             report.steps.append(step)
         if not args.keep and setup.returncode == 0:
-            step = Step("destroy")
-            started = time.monotonic()
-            result = pulumi("destroy", "--yes", "--stack", "smoke")
-            step.seconds = time.monotonic() - started
-            step.status = "ok" if result.returncode == 0 else "failed"
-            step.detail = "" if result.returncode == 0 else _tail(result)
-            report.steps.append(step)
+            timed("destroy", "destroy", "--yes", "--stack", "smoke")
         return report
     finally:
         if not args.keep:

@@ -79,7 +79,7 @@ class LocalBackend:
         return cls(
             Path(settings.repo_root),
             cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
-            host=settings.endpoint_host or "127.0.0.1",
+            host=settings.endpoint_host or BackendSettings.endpoint_host,
             keep_versions=settings.keep_versions,
         )
 

@@ -69,7 +69,7 @@ def declare_vertex_storage(
     region = str(config["region"])
     if config.get("bucket"):
         bucket_name = pulumi.Output.from_input(str(config["bucket"]).removeprefix("gs://").rstrip("/"))
-        return bucket_name, _service_account_iam(name_prefix, project, config)
+        return bucket_name, _service_account_iam(name_prefix, project, config, _ServiceAgents(project, config))
 
     import pulumi_gcp as gcp
 
@@ -114,13 +114,11 @@ def declare_vertex_storage(
     )
     resources.append(bucket)
 
-    def member(template: str) -> pulumi.Output[str]:
-        return _agent(project, config, template)
-
+    agents = _ServiceAgents(project, config)
     reader = (
         pulumi.Output.from_input(f"serviceAccount:{config['serviceAccount']}")
         if config.get("serviceAccount")
-        else member(TUNING_AGENT)
+        else agents.member(TUNING_AGENT)
     )
     resources.append(
         gcp.storage.BucketIAMMember(
@@ -138,27 +136,37 @@ def declare_vertex_storage(
                 f"{name_prefix}-datasets-open-model-writer",
                 bucket=bucket.name,
                 role="roles/storage.objectUser",
-                member=reader if config.get("serviceAccount") else member(OPEN_MODEL_AGENT),
+                member=reader if config.get("serviceAccount") else agents.member(OPEN_MODEL_AGENT),
                 opts=pulumi.ResourceOptions(depends_on=depends or None),
             )
         )
-    resources.extend(_service_account_iam(name_prefix, project, config))
+    resources.extend(_service_account_iam(name_prefix, project, config, agents))
     return bucket.name, resources
 
 
-def _agent(project: str, config: dict[str, Any], template: str) -> pulumi.Output[str]:
-    """``serviceAccount:`` member of one of the project's service agents (``template`` takes the project number)."""
-    import pulumi_gcp as gcp
+class _ServiceAgents:
+    """The project's service agents, named by its number: looked up once (``projectNumber`` or a getProject call)."""
 
-    number: pulumi.Input[str]
-    if config.get("projectNumber"):
-        number = str(config["projectNumber"])
-    else:
-        number = gcp.organizations.get_project_output(project_id=project).number
-    return pulumi.Output.from_input(number).apply(lambda n: f"serviceAccount:{template.format(number=n)}")
+    def __init__(self, project: str, config: dict[str, Any]) -> None:
+        self.project = project
+        self.config = config
+        self._number: pulumi.Input[str] | None = None
+
+    def member(self, template: str) -> pulumi.Output[str]:
+        """``serviceAccount:`` member of one agent (``template`` takes the project number)."""
+        if self._number is None:
+            import pulumi_gcp as gcp
+
+            if self.config.get("projectNumber"):
+                self._number = str(self.config["projectNumber"])
+            else:
+                self._number = gcp.organizations.get_project_output(project_id=self.project).number
+        return pulumi.Output.from_input(self._number).apply(lambda n: f"serviceAccount:{template.format(number=n)}")
 
 
-def _service_account_iam(name_prefix: str, project: str, config: dict[str, Any]) -> list[pulumi.Resource]:
+def _service_account_iam(
+    name_prefix: str, project: str, config: dict[str, Any], agents: _ServiceAgents
+) -> list[pulumi.Resource]:
     """What a custom ``serviceAccount`` needs to run tuning jobs (sources.yaml: V-sft-use, V-tuning-ref).
 
     "If you plan to use a customer-managed Service Account, you must grant the roles/aiplatform.tuningServiceAgent
@@ -182,6 +190,6 @@ def _service_account_iam(name_prefix: str, project: str, config: dict[str, Any])
             f"{name_prefix}-tuning-agent-token-creator",
             service_account_id=f"projects/{project}/serviceAccounts/{account}",
             role="roles/iam.serviceAccountTokenCreator",
-            member=_agent(project, config, TUNING_AGENT),
+            member=agents.member(TUNING_AGENT),
         ),
     ]

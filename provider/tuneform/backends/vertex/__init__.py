@@ -15,7 +15,8 @@ from tuneform.backends.vertex._api import (
     Hosts,
     label_value,
 )
-from tuneform.backends.vertex.backend import CONTINUOUS_TUNING_SINCE, VertexBackend
+from tuneform.backends.vertex.backend import VertexBackend
+from tuneform.backends.vertex.continuation import CONTINUOUS_TUNING_SINCE
 from tuneform.backends.vertex.requests import ADAPTER_SIZES, build_tuning_job, vertex_base_model
 
 __all__ = [

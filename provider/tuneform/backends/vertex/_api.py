@@ -105,6 +105,7 @@ class Hosts:
     """
 
     overrides: dict[str, str] = field(default_factory=dict)
+    _clients: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def endpoint(self, location: str) -> str:
         """The API host of ``location`` (``host`` or ``http://host:port`` for an override)."""
@@ -124,34 +125,41 @@ class Hosts:
 
     def client_kwargs(self, location: str) -> dict[str, Any]:
         """``client_options``, ``transport`` and (for a plain-HTTP emulator only) anonymous credentials."""
-        from google.auth.credentials import AnonymousCredentials
-
         host = self.endpoint(location)
-        kwargs: dict[str, Any] = {"client_options": {"api_endpoint": host}, "transport": "rest"}
-        if host.startswith("http://"):
-            # Only emulators speak plain HTTP; never send real credentials to one.
-            kwargs["credentials"] = AnonymousCredentials()
-        return kwargs
+        return {"client_options": {"api_endpoint": host}, "transport": "rest", **emulator_credentials(host)}
+
+    def _client(self, kind: str, location: str) -> Any:
+        # One client per service and location: each builds an authorised HTTP session (credentials looked up anew,
+        # from the metadata server on GCE), which loops over versions or endpoints must not pay each time.
+        client = self._clients.get((kind, location))
+        if client is None:
+            from google.cloud import aiplatform_v1beta1
+
+            client = getattr(aiplatform_v1beta1, kind)(**self.client_kwargs(location))
+            self._clients[(kind, location)] = client
+        return client
 
     def tuning(self, location: str) -> aiplatform_v1beta1.GenAiTuningServiceClient:
-        from google.cloud import aiplatform_v1beta1
-
-        return aiplatform_v1beta1.GenAiTuningServiceClient(**self.client_kwargs(location))
+        return self._client("GenAiTuningServiceClient", location)
 
     def models(self, location: str) -> aiplatform_v1beta1.ModelServiceClient:
-        from google.cloud import aiplatform_v1beta1
-
-        return aiplatform_v1beta1.ModelServiceClient(**self.client_kwargs(location))
+        return self._client("ModelServiceClient", location)
 
     def endpoints(self, location: str) -> aiplatform_v1beta1.EndpointServiceClient:
-        from google.cloud import aiplatform_v1beta1
-
-        return aiplatform_v1beta1.EndpointServiceClient(**self.client_kwargs(location))
+        return self._client("EndpointServiceClient", location)
 
     def model_garden(self, location: str) -> aiplatform_v1beta1.ModelGardenServiceClient:
-        from google.cloud import aiplatform_v1beta1
+        return self._client("ModelGardenServiceClient", location)
 
-        return aiplatform_v1beta1.ModelGardenServiceClient(**self.client_kwargs(location))
+
+def emulator_credentials(endpoint: str | None) -> dict[str, Any]:
+    """Anonymous credentials for a plain-HTTP endpoint, else nothing (the client finds the real ones)."""
+    if endpoint and endpoint.startswith("http://"):
+        from google.auth.credentials import AnonymousCredentials
+
+        # Only emulators speak plain HTTP; never send real credentials to one.
+        return {"credentials": AnonymousCredentials()}
+    return {}
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from tuneform.backends.vertex._api import (
     state_name,
     stderr,
 )
-from tuneform.backends.vertex.continuation import CONTINUOUS_TUNING_SINCE, continuation_source
+from tuneform.backends.vertex.continuation import continuation_source
 from tuneform.backends.vertex.jobs import failure_message, outcome, tuneform_version
 from tuneform.backends.vertex.registry import ModelRegistry, deployed_endpoints
 from tuneform.backends.vertex.requests import build_tuning_job, vertex_base_model
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from google.cloud import aiplatform_v1beta1
 
 
-__all__ = ["CONTINUOUS_TUNING_SINCE", "VertexBackend"]
+__all__ = ["VertexBackend"]
 
 REQUEST_LABEL = "tuneform-request"
 """A job's label holding the token of the create that made it (``JobMarker.token``)."""
@@ -149,7 +149,7 @@ class VertexBackend:
             )
         poll = settings.poll_seconds
         retry = settings.retry_seconds
-        endpoints = dict(getattr(settings, "api_endpoints", ()))
+        endpoints = dict(settings.api_endpoints)
         if settings.api_endpoint:
             endpoints.setdefault("*", settings.api_endpoint)
         return cls(
@@ -273,7 +273,7 @@ class VertexBackend:
 
         name, spec_hash = request.name, request.spec_hash
         marker = self.store.read_marker(name, spec_hash)
-        recorded = self._recorded_job(client, marker, spec_hash, progress)
+        recorded = self._recorded_job(client, marker, name, spec_hash, progress)
         if recorded is not None:
             return recorded, True
         jobs = self._jobs_of(client, name, progress)
@@ -323,6 +323,7 @@ class VertexBackend:
         self,
         client: aiplatform_v1beta1.GenAiTuningServiceClient,
         marker: JobMarker | None,
+        name: str,
         spec_hash: str,
         progress: Progress,
     ) -> aiplatform_v1beta1.TuningJob | None:
@@ -339,7 +340,7 @@ class VertexBackend:
         if adoptable is not None:
             progress(
                 f"vertex: adopting {job.name} ({short(state_name(job))}), the job this spec's marker records "
-                f"({self.store.marker_uri(str(job.labels.get(NAME_LABEL, '')), spec_hash)}), so no second job is "
+                f"({self.store.marker_uri(name, spec_hash)}), so no second job is "
                 "started"
             )
         return adoptable
@@ -524,7 +525,9 @@ class VertexBackend:
         own = {k: v for k, v in job.labels.items() if k in OWN_LABELS}
         self.registry.update_metadata(str(job.tuned_model.model), description, {**labels, **own})
 
-    def _job_of_version(self, name: str, version: int, registry: str | None = None) -> Any:
+    def _job_of_version(self, name: str, version: int, model: str = "") -> Any:
+        """The job that tuned ``version`` of ``name``; of that registry model only when ``model`` names one."""
+        registry = model.split("@", 1)[0] if "/models/" in model else None
         jobs = self._jobs_of(self.hosts.tuning(self.region), name)
         for job in jobs:
             tuned = str(job.tuned_model.model)
@@ -546,9 +549,8 @@ class VertexBackend:
         Raises:
             BackendError: When Vertex refuses a step; the message says which and why.
         """
-        registry = model.split("@", 1)[0] if "/models/" in model else None
-        name = model.rsplit("/", 1)[-1] if registry else model
-        job = self._job_of_version(name, version, registry)
+        name = model.rsplit("/", 1)[-1] if "/models/" in model else model
+        job = self._job_of_version(name, version, model)
         if job is None:
             stderr(f"vertex: no tuned version {version} of {model} found in {self.parent}; nothing to delete")
             return
@@ -581,8 +583,7 @@ class VertexBackend:
         if "/endpoints/" in known:
             endpoint = known
         else:
-            registry = request.model.split("@", 1)[0] if "/models/" in request.model else None
-            job = self._job_of_version(request.name, version, registry)
+            job = self._job_of_version(request.name, version, request.model)
             if job is None or not job.tuned_model.endpoint:
                 raise BackendError(
                     f"{request.name}: no endpoint serves version {version}; was it tuned by tuneform in {self.parent}?"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tuneform.backends.base import BackendError, DatasetArtifact
-from tuneform.backends.vertex._api import stderr
+from tuneform.backends.vertex._api import emulator_credentials, stderr
 
 if TYPE_CHECKING:
     from google.cloud.storage import Client
@@ -62,17 +62,18 @@ class DatasetStore:
         self.project = project
         self.bucket = bucket.removeprefix("gs://").rstrip("/")
         self.endpoint = endpoint
+        self._client: Client | None = None
 
     def client(self) -> Client:
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud.storage import Client
+        """The storage client, built once: a create reads and writes its marker several times."""
+        if self._client is None:
+            from google.cloud.storage import Client
 
-        kwargs: dict[str, Any] = {}
-        if self.endpoint:
-            kwargs["client_options"] = {"api_endpoint": self.endpoint}
-            if self.endpoint.startswith("http://"):
-                kwargs["credentials"] = AnonymousCredentials()
-        return Client(project=self.project, **kwargs)
+            kwargs: dict[str, Any] = emulator_credentials(self.endpoint)
+            if self.endpoint:
+                kwargs["client_options"] = {"api_endpoint": self.endpoint}
+            self._client = Client(project=self.project, **kwargs)
+        return self._client
 
     def store(
         self, converted_path: str, sha256: str, examples: int, tokens: int, upload_format: str = "gemini"
