@@ -219,10 +219,6 @@ class ModelInfo:
                 found.append(model_id)
         return tuple(found)
 
-    def serving_location(self, region: str) -> str:
-        """Where Vertex deploys a model tuned in ``region``: a multi-region (``us``/``eu``) for 3.x models."""
-        return str((self.value("servingLocations") or {}).get(region, region))
-
     @property
     def cmek(self) -> Fact:
         """Whether a tuning job may carry a customer-managed key; ``value`` ``None`` when no source says."""
@@ -250,7 +246,7 @@ class ModelInfo:
     def training_defaults(self) -> TrainingDefaults:
         """What a run of this model uses for what a spec leaves unset (local models; Vertex chooses its own)."""
         return TrainingDefaults(
-            epochs=int(self.value("defaultEpochs") or 1),
+            epochs=int(self.default_epochs or 1),
             learning_rate=float(self.value("defaultLearningRate") or 0.0),
             batch_size=int(self.value("defaultBatchSize") or 1),
             adapter_size=self.default_adapter_size,

@@ -184,7 +184,6 @@ class _Pass:
         self.format = format
         self.limits = limits
         self.token_method = token_method
-        self.approx = "" if count_tokens else "about "
         self.report = Report(shown, max_problems)
         self.ctx = Context(limits.modalities, count_tokens, limits.max_tokens_per_example)
         self.check_example = check_gemini if format == "gemini" else check_openai

@@ -67,6 +67,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneform.datasets.canonical import CANONICAL
+
 ESTIMATE_METHOD = "estimate:other-bytes+ascii-letters/3+5-per-turn"
 """The ``token_method`` recorded in summaries whose counts are estimates (see the module docstring)."""
 
@@ -166,7 +168,7 @@ def estimate_example_tokens(example: dict[str, Any]) -> int:
     Returns:
         The estimated token count, chat-template overhead included.
     """
-    line = json.dumps(example, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    line = CANONICAL(example).encode("utf-8")
     return estimate_line_tokens(line, example)
 
 
@@ -431,9 +433,7 @@ class TokenTally:
             return
         if counting is None or counting.counter is None:
             if canonical is None:
-                canonical = json.dumps(example, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode(
-                    "utf-8", "replace"
-                )
+                canonical = CANONICAL(example).encode("utf-8", "replace")
             try:
                 self._total += estimate_line_tokens(canonical, example)
             except (KeyError, TypeError, AttributeError):

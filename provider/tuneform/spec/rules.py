@@ -141,9 +141,9 @@ def _lifecycle_rules(ctx: RuleContext, info: ModelInfo) -> bool:
     source = catalogue.sources().get(life.source)
     cite = f' (Google\'s "{source.title}" page)' if source else ""
     replacements = info.current_replacements(ctx.today)
+    named = " or ".join(f"`baseModel: {model}`" for model in replacements)
     if status == "retired":
         if replacements:
-            named = " or ".join(f"`baseModel: {model}`" for model in replacements)
             fix = f"Did you mean {named}? Tuned models do not outlive their base model, so plan a re-tune."
         else:
             fix = "Choose a current model from `tuneform models`."
@@ -154,11 +154,7 @@ def _lifecycle_rules(ctx: RuleContext, info: ModelInfo) -> bool:
         )
         return False
     days = (life.retires - ctx.today).days
-    move = (
-        (" Move to " + " or ".join(f"`baseModel: {m}`" for m in replacements) + " before then.")
-        if replacements
-        else ""
-    )
+    move = f" Move to {named} before then." if replacements else ""
     ctx.warn(
         ("baseModel",),
         f"{info.id} retires on {life.retires.isoformat()}, in {days} days{cite}; requests to it and to models tuned "
@@ -432,10 +428,11 @@ def _continuation_rules(ctx: RuleContext, info: ModelInfo) -> str | None:
         )
         return None
     if not info.continuous_tuning:
+        on = ctx.today or catalogue.today()
         offered = [
             m.id
             for m in catalogue.all_models().values()
-            if m.continuous_tuning and m.lifecycle.status(ctx.today or catalogue.today()) != "retired"
+            if m.continuous_tuning and m.lifecycle.status(on) != "retired"
         ]
         ctx.report(
             ("continueFrom",),

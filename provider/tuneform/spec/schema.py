@@ -298,11 +298,6 @@ def _unknown_keys(error: Any) -> list[Any]:
 def _error_count(error: Any) -> int:
     """How many problems :func:`_translate` makes of one jsonschema error (at most: a required field whose
     misspelling is already reported makes none)."""
-    if "propertyNames" in error.absolute_schema_path:
-        return 1
-    unknown = _unknown_keys(error)
-    if unknown:
-        return len(unknown)
     if error.validator == "required":
         return sum(1 for key in error.validator_value if key not in error.instance)
     return 1
@@ -324,7 +319,7 @@ def sanitized(data: dict[str, Any]) -> dict[str, Any] | None:
         if "propertyNames" in error.absolute_schema_path:
             doomed.append((*path, error.instance))
         elif error.validator == "additionalProperties" and sub.get("additionalProperties") is False:
-            doomed.extend((*path, key) for key in error.instance if key not in sub.get("properties", {}))
+            doomed.extend((*path, key) for key in _unknown_keys(error))
         else:
             doomed.append(path)
     # An aggregate rule (traffic sums to 100) over half a mapping would only mislead: drop the whole mapping.
