@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench_trainer import _validation_loss
+
 REPO = Path(__file__).resolve().parents[1]
 TICKETS = REPO / "tuning_specs" / "datasets" / "ticket-router"
 
@@ -167,23 +169,14 @@ def _peak_memory_gib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _validation_loss(model: Any, tokenizer: Any, validation: Path) -> float:
-    from tuneform.training.data import read_conversations
-    from tuneform.training.evaluate import _validation_loss
-
-    model.eval()
-    return _validation_loss(model, tokenizer, [c.messages for c in read_conversations(validation)])
-
-
 def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     """TRL's SFTTrainer at its defaults on the conversational ``messages`` form of the same data."""
-    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from tuneform.training.data import read_conversations
-    from tuneform.training.trainer import ThroughputMeter, build_lora_config, meter_callback
+    from tuneform.training.trainer import ThroughputMeter, _synchronize, build_lora_config, meter_callback
 
     tokenizer = AutoTokenizer.from_pretrained(str(args.model))
     model = AutoModelForCausalLM.from_pretrained(str(args.model))
@@ -199,21 +192,10 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         report_to="none",
         save_strategy="no",
     )
-    trainer: Any = None
-    meter = ThroughputMeter(
-        lambda state: int(trainer._total_train_tokens),
-        torch.cuda.synchronize if args.device == "cuda" else lambda: None,
-    )
-
     lora = build_lora_config(8, None) if args.mode == "adapter" else None
-    trainer = SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=lora,
-        callbacks=[meter_callback(meter)],
-    )
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    meter = ThroughputMeter(lambda state: int(trainer._total_train_tokens), _synchronize(args.device))
+    trainer.add_callback(meter_callback(meter))
     output = trainer.train()
     return {
         "tokens": meter.end_tokens - meter.first_tokens,

@@ -91,6 +91,14 @@ def _lock_is_free(lock_path: Path) -> bool:
     return True
 
 
+def _update_run(run_dir: Path, **changes: object) -> None:
+    """Rewrites ``run_dir/run.json`` with ``changes`` applied; the caller holds the registry's write lock."""
+    path = run_dir / "run.json"
+    data = _read_json(path)
+    data.update(changes)
+    _write_json(path, data)
+
+
 class RunLedger:
     """The run ledger's half of ``Registry``, which provides its ``root``, write lock and this process's claims."""
 
@@ -185,9 +193,7 @@ class RunLedger:
         run_dir = self._run_dir(model, spec_hash)
         child = ProcessRef.of(pid) or ProcessRef(pid)
         with self.locked():
-            data = _read_json(run_dir / "run.json")
-            data.update(trainer_pid=child.pid, trainer_started=child.started)
-            _write_json(run_dir / "run.json", data)
+            _update_run(run_dir, trainer_pid=child.pid, trainer_started=child.started)
 
     def finish_run(self, model: str, spec_hash: str, *, succeeded: bool = True) -> None:
         """Takes a run out of the ledger (success) or marks it failed (its checkpoints stay for a retry).
@@ -199,13 +205,10 @@ class RunLedger:
         """
         run_dir = self._run_dir(model, spec_hash)
         with self.locked():
-            record = self._read_run(run_dir)
             if succeeded:
                 shutil.rmtree(run_dir, ignore_errors=True)
-            elif record is not None:
-                data = _read_json(run_dir / "run.json")
-                data["state"] = "failed"
-                _write_json(run_dir / "run.json", data)
+            elif (run_dir / "run.json").is_file():
+                _update_run(run_dir, state="failed")
             fd = self._run_locks.pop((model, spec_hash), None)
             if fd is not None:
                 os.close(fd)

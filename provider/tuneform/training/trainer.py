@@ -273,7 +273,11 @@ def meter_callback(meter: ThroughputMeter) -> Any:
 def _progress_callback(
     progress: Callable[[str], None], log_path: Path, interval_s: float, meter: ThroughputMeter
 ) -> Any:
-    """A ``TrainerCallback`` that reports step/total, epoch, loss, tokens/s and ETA (transformers is imported here)."""
+    """A ``TrainerCallback`` that reports step/total, epoch, loss, tokens/s and ETA (transformers is imported here).
+
+    It reads ``meter`` but does not drive it: :func:`meter_callback` must come before it in the trainer's callbacks
+    (they run in list order), so that the meter has begun before the first line and ended before the last.
+    """
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
@@ -293,12 +297,8 @@ def _progress_callback(
                 progress(text)
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            meter.begin(state)
             where = f"resuming at step {state.global_step}" if state.global_step else "starting"
             self.line(f"train: {where}, {state.max_steps} steps, {args.num_train_epochs} epochs", True)
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            meter.step(state)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
             if logs and "loss" in logs:
@@ -324,7 +324,6 @@ def _progress_callback(
             self.line(f"train: checkpoint-{state.global_step} saved", False)
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            meter.end(state)
             steady = meter.steady_tokens_per_second
             warm = (
                 f" (first {WARMUP_STEPS} steps {meter.warmup_seconds:.1f} s, then {steady:.0f} tokens/s)"
@@ -375,13 +374,20 @@ def _trainer_class() -> Any:
     from trl import SFTTrainer
 
     class TuneformSFTTrainer(SFTTrainer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            model: Any = self.model
+            self.plain_lm_head = plain_lm_head(model.config)  # computed once: a model's config stays as built
+            self.progress_callback: Any = None
+            """The progress callback :func:`build_trainer` attached (it holds the epoch losses)."""
+
         def compute_loss(
             self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
             if return_outputs or not model.training:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             inputs["use_cache"] = False  # a cache would also stop transformers' SDPA path from keeping examples apart
-            if inputs["input_ids"].device.type == "cpu" and plain_lm_head(model.config):
+            if inputs["input_ids"].device.type == "cpu" and self.plain_lm_head:
                 # Accelerate autocasts by wrapping the model's forward, which this loss goes around.
                 with self.accelerator.autocast():
                     return model_turn_loss(model, inputs, num_items_in_batch)
@@ -534,8 +540,13 @@ def build_trainer(config: TrainConfig, recipe: Recipe, progress: Callable[[str],
     meter = ThroughputMeter(lambda state: int(state.num_input_tokens_seen), _synchronize(recipe.device))
     callback = _progress_callback(progress, log_path, PROGRESS_INTERVAL_S, meter)
     trainer = _trainer_class()(
-        model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer, callbacks=[callback]
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        callbacks=[meter_callback(meter), callback],  # in this order: the progress lines read the meter
     )
+    trainer.progress_callback = callback
     # TRL's head also computes entropy and top-1 hits, for metrics this trainer never reads: the loss alone is cheaper.
     causal_lm = trainer.model.get_base_model() if config.mode == "adapter" else trainer.model
     add_fused_lm_head(causal_lm, outputs=("log_probs",))
@@ -571,7 +582,8 @@ def train(config: TrainConfig, progress: Callable[[str], None]) -> TrainResult:
     if recipe.device == "cpu":
         torch.set_num_threads(cpu_threads(config.threads))
     where = capabilities.describe() if capabilities else recipe.device
-    progress(f"train: on {where}, {torch.get_num_threads()} threads, log at {config.output_dir / 'train.log'}")
+    log_path = config.output_dir / "train.log"
+    progress(f"train: on {where}, {torch.get_num_threads()} threads, log at {log_path}")
     progress(f"train: {recipe.describe()}")
     trainer, tokenizer, meter = build_trainer(config, recipe, progress)
     progress(
@@ -586,7 +598,7 @@ def train(config: TrainConfig, progress: Callable[[str], None]) -> TrainResult:
     trainer.save_model(str(artifact_dir))
     tokenizer.save_pretrained(str(artifact_dir))
     state = trainer.state
-    callback = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "ProgressCallback")
+    callback = trainer.progress_callback
     losses = callback.last_epoch_losses or callback.epoch_losses
     result = TrainResult(
         output_dir=config.output_dir,
@@ -598,7 +610,7 @@ def train(config: TrainConfig, progress: Callable[[str], None]) -> TrainResult:
         tokens=int(state.num_input_tokens_seen),
         tokens_per_second=meter.tokens_per_second,
         resumed_from=str(resume) if resume else None,
-        log_path=config.output_dir / "train.log",
+        log_path=log_path,
         warmup_seconds=meter.warmup_seconds,
         steady_tokens_per_second=meter.steady_tokens_per_second,
         recipe=recipe.describe(),
