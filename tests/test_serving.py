@@ -73,8 +73,6 @@ class TestHealth:
                 assert gate.wait(30)
                 return support.load_for_inference(base, artifact, kind)
 
-            generate = staticmethod(support.generate)
-
         config = _config(tiny, tmp_path)
         with support.serve(config, ModelPool(config, GatedInference())) as base_url:
             loading = httpx.get(f"{base_url}/health")

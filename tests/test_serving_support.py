@@ -100,53 +100,6 @@ def load_for_inference(base_model_dir: Path, artifact_dir: Path, kind: str) -> t
     return model.eval(), tokenizer
 
 
-def generate(
-    model: Any,
-    tokenizer: Any,
-    messages: list[dict[str, str]],
-    *,
-    system: str | None,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float,
-    seed: int,
-) -> tuple[str, int, int, str]:
-    """Generates one answer with the chat template (the trainer's ``generate`` signature).
-
-    Args:
-        model: From ``load_for_inference``.
-        tokenizer: From ``load_for_inference``.
-        messages: ``{"role", "content"}`` turns.
-        system: System prompt, if any.
-        max_new_tokens: Token budget.
-        temperature: 0 = greedy.
-        top_p: Nucleus mass.
-        seed: Sampling seed.
-
-    Returns:
-        ``(text, prompt_tokens, completion_tokens, finish_reason)``.
-    """
-    import torch
-
-    turns = ([{"role": "system", "content": system}] if system else []) + messages
-    inputs = tokenizer.apply_chat_template(turns, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    torch.manual_seed(seed)
-    sampling = (
-        {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-    )
-    with torch.no_grad():
-        output = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.eos_token_id,
-            **sampling,
-        )
-    prompt_tokens = inputs["input_ids"].shape[1]
-    new = output[0, prompt_tokens:].tolist()
-    finish = "stop" if tokenizer.eos_token_id in new else "length"
-    return tokenizer.decode(new, skip_special_tokens=True), prompt_tokens, len(new), finish
-
-
 class SlowModel:
     """The tiny model, each forward pass delayed: generation that takes long enough to watch."""
 

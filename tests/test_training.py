@@ -9,11 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from training_helpers import REPO, TICKETS, build_tiny_model, tiny_train_config, write_slice
-from tuneform.training import TrainConfig, build_lora_config, evaluate, generate, load_for_inference, train
+from tuneform.serving.engine import Job, decode_all, render_prompt
+from tuneform.serving.protocol import Decoding
+from tuneform.training import TrainConfig, build_lora_config, evaluate, load_for_inference, train
 from tuneform.training.base_model import resolve_base_model
 from tuneform.training.errors import TrainingError
 from tuneform.training.trainer import last_checkpoint
@@ -116,8 +119,16 @@ class TestFull:
         assert "model.embed_tokens.weight" in changed
         assert (result.artifact_dir / "tokenizer.json").is_file()
         model, tokenizer = load_for_inference(tiny, result.artifact_dir, "full")
-        text, prompt_tokens, completion_tokens, finish = generate(
-            model, tokenizer, [{"role": "user", "content": "hi"}], system="Be brief.", max_new_tokens=4
+        answers: list[Any] = []
+        prompt = render_prompt(tokenizer, [{"role": "user", "content": "hi"}], "Be brief.")
+        greedy = Decoding(temperature=0.0, top_p=1.0, max_new_tokens=4)
+        job = Job.make(prompt, greedy, lambda kind, value: answers.append(value))
+        decode_all(model, tokenizer, [job], max_batch=1)  # the code that serves the saved weights
+        text, prompt_tokens, completion_tokens, finish = (
+            answers[-1].text,
+            answers[-1].prompt_tokens,
+            answers[-1].completion_tokens,
+            answers[-1].finish_reason,
         )
         assert prompt_tokens > 0 and 1 <= completion_tokens <= 4 and finish in ("stop", "length")
         assert isinstance(text, str)

@@ -145,6 +145,11 @@ class Endpoint:
         self.pool = pool
         self.name = config.name
         self._key = config.api_key.encode()
+        self.limits = Limits(
+            max_messages=config.max_messages,
+            max_new_tokens=config.max_new_tokens_limit,
+            max_prompt_tokens=config.max_prompt_tokens or 1 << 30,
+        )
 
     # The pipeline's steps ------------------------------------------------------------------------------------------
 
@@ -188,16 +193,6 @@ class Endpoint:
                 raise too_big
             chunks.append(chunk)
         return object_body(b"".join(chunks))
-
-    @property
-    def limits(self) -> Limits:
-        config = self.config
-        return Limits(
-            max_body_bytes=config.max_body_bytes,
-            max_messages=config.max_messages,
-            max_new_tokens=config.max_new_tokens_limit,
-            max_prompt_tokens=config.max_prompt_tokens or 1 << 30,
-        )
 
     def served(self) -> list[str]:
         return [self.name, *(f"{self.name}@{n}" for n in self.config.versions)]

@@ -36,9 +36,9 @@ class QueueFull(Exception):
     """The engine's waiting queue holds its maximum; the request is refused rather than kept waiting unboundedly."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
-    """One answer to generate."""
+    """One answer to generate (compared by identity: two requests with the same prompt are still two jobs)."""
 
     prompt_ids: list[int]
     decoding: Decoding
@@ -142,9 +142,11 @@ class BatchDecoder:
             logits = out.logits[:, -1]
             rows = self.rows
             offset = 0
-        for i, job in enumerate(rows):
-            token = self._pick(logits[i], job)  # the logits of `rows` only; their batch rows start at `offset`
-            self.last[offset + i] = token
+        # The logits of `rows` only; their batch rows start at `offset`. Greedy rows share one argmax over the batch.
+        greedy = logits.argmax(-1).tolist()
+        tokens = [self._pick(logits[i], job, greedy[i]) for i, job in enumerate(rows)]
+        self.last[offset : offset + len(rows)] = torch.tensor(tokens, dtype=self.last.dtype, device=self.device)
+        for job, token in zip(rows, tokens, strict=True):
             job.generated.append(token)
         self._settle()
 
@@ -242,12 +244,13 @@ class BatchDecoder:
             mine.values = torch.cat([pad(mine.values, -2), pad(theirs.values, -2)], dim=0)
         self.mask = torch.cat([pad(self.mask, 1), pad(mask, 1)], dim=0)
 
-    def _pick(self, logits: Any, job: Job) -> int:
+    def _pick(self, logits: Any, job: Job, greedy: int) -> int:
+        """The row's next token: ``greedy`` (its logits' argmax) at temperature 0, else a sample from ``logits``."""
         torch = self.torch
         decoding = job.decoding
         temperature = float(decoding.temperature or 0.0)
         if temperature <= 0:
-            return int(torch.argmax(logits))
+            return greedy
         scores = logits.float() / temperature
         if decoding.top_k:
             kth = torch.topk(scores, min(int(decoding.top_k), scores.shape[-1])).values[-1]
@@ -365,7 +368,6 @@ class Engine:
         self._wake = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
-        self.served = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -426,4 +428,3 @@ class Engine:
                     if job not in self.decoder.rows:
                         job.sink("error", f"{type(exc).__name__}: {exc}")
                 self.decoder.fail_all(f"{type(exc).__name__}: {exc}")
-            self.served += len(joining)

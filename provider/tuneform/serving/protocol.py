@@ -97,7 +97,6 @@ class Completion:
 class Limits:
     """What one request may ask of the endpoint (``ServerConfig`` fills these in)."""
 
-    max_body_bytes: int
     max_messages: int
     max_new_tokens: int
     max_prompt_tokens: int

@@ -137,22 +137,10 @@ def _is_server_process(pid: int, config_path: str) -> bool:
     child = _CHILDREN.get(pid)
     if child is not None:
         return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    proc = Path(f"/proc/{pid}")
-    if not proc.exists():
-        return True  # no procfs (macOS): the pid exists, and the health check confirms it is ours
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes()
-    except (OSError, IndexError):
-        return False
-    # A reused pid belongs to some other program (or another endpoint's server): never signal it.
-    return state != "Z" and b"tuneform.serving" in cmdline and os.fsencode(config_path) in cmdline
+    # Not a zombie, and running this module with this configuration: a reused pid belongs to some other program (or
+    # another endpoint's server), never signal it. Without procfs (macOS) the pid is trusted, and the health check
+    # confirms it is ours.
+    return processes.ProcessRef(pid).runs("tuneform.serving", config_path)
 
 
 def _write_pid(path: str, pid: int) -> None:
@@ -354,10 +342,7 @@ def info_from_config(config_path: str | os.PathLike[str]) -> ServiceInfo | None:
         The server's info if its pid file names a running server, else ``None``.
     """
     config: ServerConfig = load_config(config_path)
-    try:
-        pid = int(Path(config.pid_path).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    if not _is_server_process(pid, str(Path(config_path).resolve())):
+    pid = _read_pid(config.pid_path)
+    if pid is None or not _is_server_process(pid, str(Path(config_path).resolve())):
         return None
     return _info(config, config_path, pid)

@@ -5,7 +5,7 @@ and pickle-safe for Pulumi dynamic providers.
 """
 
 from tuneform.training.base_model import DEFAULT_BASE_MODEL, resolve_base_model
-from tuneform.training.evaluate import EvalMetrics, evaluate, generate, load_for_inference, serve_in_bf16
+from tuneform.training.evaluate import EvalMetrics, evaluate, load_for_inference, serve_in_bf16
 from tuneform.training.trainer import TrainConfig, TrainResult, build_lora_config, train
 
 __all__ = [
@@ -15,7 +15,6 @@ __all__ = [
     "TrainResult",
     "build_lora_config",
     "evaluate",
-    "generate",
     "load_for_inference",
     "serve_in_bf16",
     "resolve_base_model",

@@ -1,4 +1,4 @@
-"""Loading a tuned model for inference, generating a reply, and scoring a validation set and a test set.
+"""Loading a tuned model for inference, and scoring a validation set and a test set.
 
 The prompt is always the model's own chat template with the generation cue, tokenized exactly as in training
 (:func:`tuneform.training.data.render_prompt`), so the served and evaluated model sees what it was trained on.
@@ -88,48 +88,6 @@ def _generation_kwargs(tokenizer: Any, max_new_tokens: int, temperature: float, 
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     return kwargs
-
-
-def generate(
-    model: Any,
-    tokenizer: Any,
-    messages: list[dict[str, str]],
-    *,
-    system: str | None = None,
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-) -> tuple[str, int, int, str]:
-    """Generate the model's next turn.
-
-    Args:
-        model: From :func:`load_for_inference`.
-        tokenizer: From :func:`load_for_inference`.
-        messages: ``[{"role": "user"|"assistant"|"system", "content": str}, ...]``.
-        system: A system instruction put before ``messages`` (Gemini's ``systemInstruction``).
-        max_new_tokens: Upper bound on the reply's tokens.
-        temperature: 0 = greedy; above 0 samples.
-        top_p: Nucleus sampling mass when sampling.
-        seed: Makes sampling repeatable.
-
-    Returns:
-        ``(text, prompt_tokens, completion_tokens, finish_reason)``; finish_reason is ``"stop"`` when the model
-        ended its turn and ``"length"`` when ``max_new_tokens`` cut it.
-    """
-    import torch
-
-    conversation = ([{"role": "system", "content": system}] if system else []) + list(messages)
-    prompt_ids = tokenizer(render_prompt(tokenizer, conversation), add_special_tokens=False, return_tensors="pt")
-    prompt_ids = prompt_ids.to(model.device)
-    if seed is not None:
-        torch.manual_seed(seed)
-    with torch.inference_mode():
-        output = model.generate(**prompt_ids, **_generation_kwargs(tokenizer, max_new_tokens, temperature, top_p))
-    new_tokens = output[0, prompt_ids["input_ids"].shape[1] :].tolist()
-    stopped = bool(new_tokens) and new_tokens[-1] == tokenizer.eos_token_id
-    text = tokenizer.decode(new_tokens, skip_special_tokens=True)
-    return text, int(prompt_ids["input_ids"].shape[1]), len(new_tokens), "stop" if stopped else "length"
 
 
 def _validation_loss(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]]) -> float:
@@ -242,8 +200,6 @@ def score_test_set(
                 if time.monotonic() - last >= 5 or len(answers) == len(conversations):
                     last = time.monotonic()
                     progress(f"eval: test set, {label}: {len(answers)}/{len(conversations)} answered")
-            elif kind == "error":
-                raise RuntimeError(value)
 
         return sink
 
