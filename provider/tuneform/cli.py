@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from tuneform import catalogue
 from tuneform.plan import build_plan, render_markdown, render_text
@@ -81,7 +81,7 @@ def _check_datasets(
         (Problem-like objects whose ``str`` is one line), and notes on what could not be counted.
     """
     from tuneform.datasets.tokens import counting_for
-    from tuneform.prepare import check_local_dataset
+    from tuneform.prepare import Split, _limits, _local_path, check_local_dataset
 
     say = progress or (lambda _line: None)
     summaries: dict[str, Any] = {}
@@ -94,16 +94,12 @@ def _check_datasets(
             note = f"{spec.name} on {spec.target}: tokens not counted ({counting.missing})"
             if note not in notes:
                 notes.append(note)
-        splits: tuple[tuple[Literal["train", "validation", "test"], str | None], ...] = (
-            ("train", spec.dataset.train_path),
-            ("validation", spec.dataset.validation_path),
-            ("test", spec.dataset.test_path),  # checked with the validation set's limits
-        )
-        for split, path in splits:
+        splits: tuple[Split, ...] = ("train", "validation", "test")
+        for split in splits:
+            path = _local_path(spec, split)
             if path is None:
                 continue
-            limits = catalogue.limits_for(spec.base_model, "train" if split == "train" else "validation")
-            key = (path, spec.dataset.format, limits, counting.method)
+            key = (path, spec.dataset.format, _limits(spec, split), counting.method)
             if key in done:
                 continue
             done.add(key)

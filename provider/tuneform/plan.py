@@ -109,21 +109,20 @@ def _epochs(spec: ResolvedSpec, info: ModelInfo) -> tuple[int, str]:
 
 
 def _cost(info: ModelInfo, training_tokens: int | None, stack_price: float | None = None) -> tuple[float | None, str]:
-    if stack_price is not None:
-        if training_tokens is None:
-            return None, "unknown: dataset tokens unknown"
-        cost = round(training_tokens * float(stack_price) / 1_000_000, 2)
-        return cost, f"${cost:,.2f} (the stack's trainingPrices)"
-    price = info.price
-    if price.value is None:
+    # The stack's own price, when it states one, replaces the catalogue's (which may be unknown).
+    catalogued = info.price
+    price = catalogued.value if stack_price is None else stack_price
+    if price is None:
         return None, PRICE_UNKNOWN
     if training_tokens is None:
         return None, "unknown: dataset tokens unknown"
     # Rounded to cents here, once, so a plan, a preview and a policy limit compare the very same figure.
-    cost = round(training_tokens * float(price.value) / 1_000_000, 2)
-    if price.value == 0:
+    cost = round(training_tokens * float(price) / 1_000_000, 2)
+    if stack_price is not None:
+        return cost, f"${cost:,.2f} (the stack's trainingPrices)"
+    if price == 0:
         return cost, "$0.00 (runs on this machine)"
-    return cost, f"${cost:,.2f}" + (" (price unconfirmed)" if price.unconfirmed else "")
+    return cost, f"${cost:,.2f}" + (" (price unconfirmed)" if catalogued.unconfirmed else "")
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,14 @@ from tuneform.spec.model import ResolvedSpec
 from tuneform.workspace import state_root
 
 if TYPE_CHECKING:
+    from tuneform.catalogue import ModelLimits
     from tuneform.datasets import DatasetSummary
     from tuneform.datasets.tokens import TokenCounting
 
 __all__ = ["PreparedDataset", "PreparedModel", "cache_root", "prepare"]
+
+Split = Literal["train", "validation", "test"]
+"""A dataset split of a spec; the test set is checked with the validation set's limits (:func:`_limits`)."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,8 @@ def prepare(
 ) -> list[PreparedModel]:
     """Load, resolve and check every spec for ``target``; check and convert every local dataset once.
 
-    ``prices`` are the stack's own (``tuneform:trainingPrices``, USD per 1M training tokens by base model), which
-    replace the catalogue's in the cost estimate, as the review does.
+    ``prices`` are the stack's own (``tuneform.spec.stack.training_prices``: USD per 1M training tokens by base
+    model), which replace the catalogue's in the cost estimate, as the review does.
 
     Raises:
         SpecErrors: with every problem found, spec and dataset alike.
@@ -113,10 +117,7 @@ def prepare(
         test = _prepare_dataset(repo_root, spec, "test", problems, say, counting=counting)
         if train is None:
             continue
-        price: Any = (prices or {}).get(spec.base_model)
-        # A malformed price is the stack rules' to report (spec/stack.py); here it is simply not used.
-        usable = isinstance(price, int | float) and not isinstance(price, bool)
-        run = estimate_run(spec, train.tokens, stack_price=float(price) if usable else None)
+        run = estimate_run(spec, train.tokens, stack_price=(prices or {}).get(spec.base_model))
         prepared.append(
             PreparedModel(
                 spec=spec,
@@ -135,9 +136,26 @@ def prepare(
     return prepared
 
 
+def _local_path(spec: ResolvedSpec, split: Split) -> str | None:
+    """The local file of a split of ``spec``; ``None`` when the split is absent or remote (``gs://``)."""
+    if split == "train":
+        return spec.dataset.train_path
+    if split == "validation":
+        return spec.dataset.validation_path
+    return spec.dataset.test_path
+
+
+def _limits(spec: ResolvedSpec, split: Split) -> ModelLimits:
+    """The dataset limits of a split of ``spec``."""
+    from tuneform import catalogue
+
+    # A test set is only answered, never trained on: the validation set's limits fit it.
+    return catalogue.limits_for(spec.base_model, "train" if split == "train" else "validation")
+
+
 def check_local_dataset(
     spec: ResolvedSpec,
-    split: Literal["train", "validation", "test"],
+    split: Split,
     counting: TokenCounting,
     say: Callable[[str], None],
     *,
@@ -154,17 +172,13 @@ def check_local_dataset(
     Returns:
         The summary (``None`` when the split is absent or remote) and the problems found.
     """
-    from tuneform import catalogue
     from tuneform.datasets import DatasetLimits, check_dataset, read_summary, write_summary
 
-    local = {"train": spec.dataset.train_path, "validation": spec.dataset.validation_path}.get(
-        split, spec.dataset.test_path
-    )
+    local = _local_path(spec, split)
     if local is None:
         return None, []
     path = Path(local)
-    # A test set is only answered, never trained on: the validation set's limits fit it.
-    limits = catalogue.limits_for(spec.base_model, "train" if split == "train" else "validation")
+    limits = _limits(spec, split)
     if not counting.available:
         limits = replace(limits, max_tokens_per_example=None)
     display = os.path.relpath(path, Path.cwd())
@@ -203,7 +217,7 @@ def check_local_dataset(
 def _prepare_dataset(
     repo_root: Path,
     spec: ResolvedSpec,
-    split: Literal["train", "validation", "test"],
+    split: Split,
     problems: list[Any],
     say: Callable[[str], None],
     *,
@@ -212,8 +226,7 @@ def _prepare_dataset(
     written = {"train": spec.dataset.train, "validation": spec.dataset.validation}.get(split, spec.dataset.test)
     if written is None:
         return None
-    local = {"train": spec.dataset.train_path, "validation": spec.dataset.validation_path}.get(split)
-    if (local if split != "test" else spec.dataset.test_path) is None:
+    if _local_path(spec, split) is None:
         # gs:// data is checked by the tuning service itself; we cannot stream it without credentials here.
         return PreparedDataset(split, written, "", 0, 0, "unknown: remote file", "")
     summary, found = check_local_dataset(spec, split, counting, say, cache=cache_root(repo_root))

@@ -23,7 +23,7 @@ from tuneform.resources.endpoint import Endpoint
 from tuneform.resources.model_version import ModelVersion
 from tuneform.resources.tuning_job import TuningJob
 from tuneform.serving.config import DEFAULT_PORT
-from tuneform.spec.stack import read_stack, stack_problems
+from tuneform.spec.stack import read_stack, stack_problems, training_prices
 
 
 class TunedModel(pulumi.ComponentResource):
@@ -245,13 +245,12 @@ def main() -> None:
         }
     )
     try:
-        prices = stack.get("trainingPrices")
         prepared = prepare(
             repo_root,
             settings.target,
             progress=pulumi.log.info,
             warn=pulumi.log.warn,
-            prices=prices if isinstance(prices, dict) else None,
+            prices=training_prices(stack),
         )
         problems, warnings = stack_problems([model.spec for model in prepared], stack)
         for warning in warnings:

@@ -28,9 +28,9 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from tuneform.processes import ProcessRef, answers
+from tuneform.workspace import file_backend_dir, project_name
 
 __all__ = ["Leftover", "StackLock", "leftovers", "main", "pending_operations", "stack_locks"]
 
@@ -69,21 +69,6 @@ class Leftover:
     what: str
 
 
-def _project_name(project_dir: Path) -> str:
-    import yaml
-
-    data = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())
-    return str(data["name"])
-
-
-def _backend_dir() -> Path | None:
-    url = os.environ.get("PULUMI_BACKEND_URL", "")
-    if not url.startswith("file://"):
-        return None
-    parsed = urlparse(url)
-    return Path(os.path.expanduser(unquote(parsed.netloc + parsed.path)))
-
-
 def stack_locks(project_dir: Path, stack: str) -> list[StackLock] | None:
     """The stack's locks in a file backend (``PULUMI_BACKEND_URL=file://…``); ``None`` when they cannot be read here.
 
@@ -91,11 +76,11 @@ def stack_locks(project_dir: Path, stack: str) -> list[StackLock] | None:
         project_dir: The directory of ``Pulumi.yaml``.
         stack: The stack name.
     """
-    backend = _backend_dir()
+    backend = file_backend_dir(os.environ.get("PULUMI_BACKEND_URL", ""))
     if backend is None:
         return None
     root = backend / ".pulumi" / "locks"
-    folders = [root / "organization" / _project_name(project_dir) / stack, root / stack]  # project-scoped, legacy
+    folders = [root / "organization" / project_name(project_dir) / stack, root / stack]  # project-scoped, legacy
     locks = []
     for path in sorted(p for folder in folders if folder.is_dir() for p in folder.glob("*.json")):
         try:

@@ -31,6 +31,7 @@ from tuneform.resources._provider import (
     progress_printer,
     unwrap_pickler_patch,
 )
+from tuneform.spec.model import camel as _camel
 
 TRAINING_INPUTS = (
     "baseModel",
@@ -210,8 +211,3 @@ class TuningJob(Resource, module="tuneform", name="TuningJob"):
 
 
 _NOT_INPUTS = ("self", "resource_name", "settings", "opts", "__class__")
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)

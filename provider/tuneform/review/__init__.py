@@ -19,7 +19,7 @@ from tuneform.review.changes import (
     plan_to_json,
 )
 from tuneform.review.cli import plan_against_base
-from tuneform.review.datasets import DatasetDiff, Sample, diff_dataset, example_tokens
+from tuneform.review.datasets import DatasetDiff, Sample, diff_dataset
 from tuneform.review.git import GitError, GitTree
 from tuneform.review.render import COMMENT_LIMIT, DEFAULT_BUDGET, render_change_markdown, render_change_text
 
@@ -39,7 +39,6 @@ __all__ = [
     "TargetTotals",
     "build_change_plan",
     "diff_dataset",
-    "example_tokens",
     "plan_against_base",
     "plan_from_json",
     "plan_to_json",

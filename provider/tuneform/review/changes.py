@@ -37,11 +37,12 @@ from tuneform.datasets.tokens import TokenCounting, counting_for
 from tuneform.plan import estimate_run
 from tuneform.review.datasets import DatasetDiff, diff_dataset
 from tuneform.review.git import GitTree, blob_id_of_file
-from tuneform.review.state import ModelState, StackState, read_stack, stack_target
+from tuneform.review.state import ModelState, StackState, read_stack, settings_target
 from tuneform.spec.errors import SpecErrors
 from tuneform.spec.loader import SPEC_DIR, find_spec_files, load_specs
-from tuneform.spec.model import TARGETS, ResolvedSpec, Target, TunedModelDocument
+from tuneform.spec.model import TARGETS, ResolvedSpec, Target, TunedModelDocument, camel
 from tuneform.spec.stack import read_stack as read_stack_settings
+from tuneform.spec.stack import training_prices
 
 __all__ = [
     "STATUSES",
@@ -217,12 +218,6 @@ def _load_base(tree: GitTree, say: Callable[[str], None]) -> tuple[list[TunedMod
     return docs, notes, str(root)
 
 
-def _spelled(key: Any) -> str:
-    """A field as the spec spells it: the dataclass field ``learning_rate`` is ``learningRate``."""
-    head, *rest = str(key).split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
 def _flatten(value: Any, prefix: str) -> dict[str, Any]:
     if isinstance(value, dict) and value:
         flat: dict[str, Any] = {}
@@ -243,7 +238,7 @@ def _training_fields(spec: ResolvedSpec) -> dict[str, Any]:
     inputs.pop("target")
     for group in ("hyperparameters", "lora"):
         if isinstance(inputs.get(group), dict):
-            inputs[group] = {_spelled(key): value for key, value in inputs[group].items()}
+            inputs[group] = {camel(key): value for key, value in inputs[group].items()}
     return inputs
 
 
@@ -277,6 +272,7 @@ class _Planner:
         say: Callable[[str], None],
         samples: int,
         states: Mapping[str, StackState],
+        prices: Mapping[str, dict[str, float]],
     ) -> None:
         self.repo = repo
         self.tree = tree
@@ -285,12 +281,8 @@ class _Planner:
         self.say = say
         self.samples = samples
         self.states = states
-        # The prices a reviewed stack states (tuneform:trainingPrices), which its preview's cost uses too.
-        self.prices: dict[str, dict[str, float]] = {}
-        for target, state in states.items():
-            prices = read_stack_settings(repo, state.stack).get("trainingPrices")
-            if isinstance(prices, dict):
-                self.prices[target] = {str(k): float(v) for k, v in prices.items() if isinstance(v, int | float)}
+        # Per target, the prices its reviewed stack states (tuneform:trainingPrices), which its preview uses too.
+        self.prices = prices
         self._diffs: dict[tuple[str | None, str | None, str, str], DatasetDiff | None] = {}
         self._registry: Any = None
         from tuneform.registry import registry_root
@@ -394,13 +386,12 @@ class _Planner:
             return state.reachable
         return target == "local" and self._registry is not None
 
-    def versions(self, name: str, target: Target, status: Status) -> tuple[str, str]:
-        """(current, after ``pulumi up``) version numbers as shown."""
+    def versions(self, target: Target, status: Status, held: ModelState | None) -> tuple[str, str]:
+        """(current, after ``pulumi up``) version numbers as shown; ``held`` is :meth:`model_state` of the model."""
         if not self.known(target):
             if status == "re-tuned":
                 return "unknown", "current + 1"
             return "unknown", "1" if status == "created" else "unknown"
-        held = self.model_state(name, target)
         current = held.version if held is not None and held.version else 0
         shown = str(current) if current else "none"
         if status in ("created", "re-tuned"):
@@ -453,8 +444,8 @@ class _Planner:
         assert spec is not None
         side = self.head if new is not None else self.base
         source = f"{side.display(doc.source.file)}:{doc.source.line}"
-        current, upcoming = self.versions(name, target, status)
         held = self.model_state(name, target)
+        current, upcoming = self.versions(target, status, held)
         tokens: int | None = 0
         cost: float | None = 0.0
         cost_text = "$0.00 (nothing to tune)"
@@ -531,12 +522,15 @@ def build_change_plan(
         base = _Side(base_docs, Path(base_root), lambda shown: os.path.relpath(shown, base_root))
         head = _Side(head_docs, repo, lambda shown: os.path.relpath(Path(shown).resolve(), repo))
         states: dict[str, StackState] = {}
+        prices: dict[str, dict[str, float]] = {}
         for stack in stacks:
-            target = stack_target(repo, stack)
+            settings = read_stack_settings(repo, stack)
+            target = settings_target(settings)
             if target is not None and target in targets and target not in states:
                 say(f"reading the state of stack {stack}")
                 states[target] = read_stack(repo, stack, target=target)
-        planner = _Planner(repo, tree, base=base, head=head, say=say, samples=samples, states=states)
+                prices[target] = training_prices(settings)
+        planner = _Planner(repo, tree, base=base, head=head, say=say, samples=samples, states=states, prices=prices)
         names = sorted({*base.docs, *head.docs})
         changes = [
             change for target in targets for name in names if (change := planner.change(name, target)) is not None

@@ -380,8 +380,9 @@ def comment_from_work_dir(work: Path, repo: Path) -> tuple[str, bool]:
     validation = validation_failures(_read(work / "validate.err").splitlines(), spec_models(repo))
     plan: ChangePlan | None = None
     plan_error = ""
-    if (work / "plan.json").is_file() and _read(work / "plan.json").strip():
-        plan = plan_from_json(_read(work / "plan.json"))
+    plan_json = _read(work / "plan.json")
+    if plan_json.strip():
+        plan = plan_from_json(plan_json)
     else:
         said = [line for line in _read(work / "plan.err").splitlines() if line and not line.startswith("tuneform: ")]
         plan_error = " ".join(said[-5:]) or "tuneform plan --base failed"

@@ -34,7 +34,7 @@ from typing import Any
 
 from tuneform.datasets.tokens import ESTIMATE_METHOD, TokenCounting, TokenTally, turn_texts
 
-__all__ = ["DatasetDiff", "Sample", "diff_dataset", "example_tokens", "to_gemini"]
+__all__ = ["DatasetDiff", "Sample", "diff_dataset", "to_gemini"]
 
 LineSource = Callable[[], Iterable[bytes]]
 """Opens the file afresh each call and yields its raw lines (it is read up to twice)."""
@@ -103,22 +103,6 @@ def to_gemini(example: dict[str, Any], format: str) -> dict[str, Any]:
     if system_texts:
         converted["systemInstruction"] = {"parts": [{"text": t} for t in system_texts]}
     return converted
-
-
-def example_tokens(example: dict[str, Any], format: str, counting: TokenCounting | None = None) -> int:
-    """Tokens of one (valid) example, as ``check_dataset`` counts them (``tuneform.datasets.tokens``).
-
-    Args:
-        example: The parsed JSON line.
-        format: ``gemini`` or ``openai-chat``.
-        counting: How to count (``counting_for(target, base model)``); ``None`` for the documented estimate.
-
-    Returns:
-        The count; 0 for a line whose shape is not an example (``tuneform validate`` reports those).
-    """
-    tally = TokenTally(counting)
-    tally.add(to_gemini(example, format))
-    return tally.total
 
 
 def _count_line(raw: bytes, format: str, tally: TokenTally) -> None:

@@ -83,8 +83,7 @@ def _v(number: str) -> str:
 def _version(change: ModelChange) -> str:
     if change.current_version == change.new_version:
         return _v(change.current_version)
-    new = f"v{change.new_version}" if change.new_version.isdigit() else change.new_version
-    return f"{_v(change.current_version)} → {new}"
+    return f"{_v(change.current_version)} → {_v(change.new_version)}"
 
 
 def _score(value: float) -> str:
@@ -209,8 +208,9 @@ def render_change_text(plan: ChangePlan) -> str:
         source = plan.version_sources.get(target)
         if source:
             out.append(f"  ({source})")
-        if _methods(plan, target):
-            out.append(f"  (tokens: {_methods(plan, target)})")
+        methods = _methods(plan, target)
+        if methods:
+            out.append(f"  (tokens: {methods})")
         for change in (c for c in plan.changes if c.target == target):
             out.append(f"  {change.name} ({change.source}): {change.status}, version {_version(change)}")
             if change.status in ("created", "re-tuned"):
@@ -220,8 +220,9 @@ def render_change_text(plan: ChangePlan) -> str:
                 )
             if change.tokens_note:
                 out.append(f"    {change.tokens_note}")
-            if evaluation_text(change):
-                out.append(f"    serving {evaluation_text(change)}")
+            evaluation = evaluation_text(change)
+            if evaluation:
+                out.append(f"    serving {evaluation}")
             out.extend("    " + line[2:] for line in _detail_lines(change))
             for dataset in change.datasets:
                 if change.status != "unchanged":
@@ -277,17 +278,18 @@ def render_change_markdown(plan: ChangePlan, *, budget: int = DEFAULT_BUDGET, co
             if source:
                 table += [f"_{_cell(source)}_", ""]
             # The serving version's evaluation, where the stack's state has one.
-            serving = any(evaluation_text(c) for c in changed)
+            evaluations = [evaluation_text(c) for c in changed]
+            serving = any(evaluations)
             table += [
                 "| Model | Change | Version | Training tokens | Estimated cost |"
                 + (" Serving now |" if serving else ""),
                 "|---|---|---|---:|---|" + ("---|" if serving else ""),
             ]
             pieces.append(("\n".join(table), None))
-            for c in changed:
+            for c, evaluation in zip(changed, evaluations, strict=True):
                 cells = [f"`{c.name}`", c.status, _version(c), _tokens(c.training_tokens), _cell(c.cost_text)]
                 if serving:
-                    cells.append(_cell(evaluation_text(c)) or "-")
+                    cells.append(_cell(evaluation) or "-")
                 row = "| " + " | ".join(cells) + " |"
                 pieces.append((row, c.name))
             pieces.append(("", None))
@@ -307,8 +309,9 @@ def render_change_markdown(plan: ChangePlan, *, budget: int = DEFAULT_BUDGET, co
             )
         if c.tokens_note:
             detail.append(f"- {c.tokens_note}")
-        if evaluation_text(c):
-            detail.append(f"- serving now {evaluation_text(c)}")
+        evaluation = evaluation_text(c)
+        if evaluation:
+            detail.append(f"- serving now {evaluation}")
         detail += _detail_lines(c)
         drawn = chart(c)
         if drawn:

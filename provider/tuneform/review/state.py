@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tuneform.spec.stack import StackSettings
 from tuneform.spec.stack import read_stack as read_stack_settings
+from tuneform.workspace import file_backend_dir, project_name
 
-__all__ = ["ModelState", "StackState", "configured_stacks", "read_stack", "stack_target"]
+__all__ = ["ModelState", "StackState", "configured_stacks", "read_stack", "settings_target", "stack_target"]
 
 _TUNING_JOB = "pulumi-python:dynamic/tuneform:TuningJob"
 _ENDPOINT = "pulumi-python:dynamic/tuneform:Endpoint"
@@ -62,14 +62,6 @@ class StackState:
         return self.models is not None
 
 
-def _project_name(repo: Path) -> str:
-    try:
-        project = yaml.safe_load((repo / "Pulumi.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return ""
-    return str(project.get("name") or "")
-
-
 def stack_target(repo: Path, stack: str) -> str | None:
     """The target a stack reconciles (its ``tuneform:target``, default ``local``); ``None`` without a config file.
 
@@ -80,7 +72,11 @@ def stack_target(repo: Path, stack: str) -> str | None:
     Returns:
         ``local``, ``vertex``, or ``None`` when ``Pulumi.<stack>.yaml`` does not exist.
     """
-    settings = read_stack_settings(repo, stack)
+    return settings_target(read_stack_settings(repo, stack))
+
+
+def settings_target(settings: StackSettings) -> str | None:
+    """:func:`stack_target` of settings already read."""
     return str(settings.get("target") or "local") if settings.file else None
 
 
@@ -158,8 +154,9 @@ def _checkpoint_file(root: Path, project: str, stack: str) -> Path | None:
 
 
 def _read_file_backend(repo: Path, url: str, stack: str) -> tuple[dict[str, Any] | None, str]:
-    root = Path(url.removeprefix("file://")).expanduser()
-    path = _checkpoint_file(root, _project_name(repo), stack)
+    root = file_backend_dir(url)
+    assert root is not None  # called for file:// URLs only
+    path = _checkpoint_file(root, project_name(repo), stack)
     if path is None:
         return {}, ""
     raw = path.read_bytes()

@@ -21,6 +21,12 @@ Mode = Literal["adapter", "full"]
 DatasetFormat = Literal["gemini", "openai-chat"]
 
 
+def camel(name: str) -> str:
+    """A Python field name as the spec (and the resources' inputs) spell it: ``learning_rate`` is ``learningRate``."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 @dataclass(frozen=True)
 class Location:
     """Where a value was written: 1-based line and column in ``file``."""

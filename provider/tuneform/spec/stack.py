@@ -19,7 +19,7 @@ from tuneform.spec.errors import Problem
 from tuneform.spec.model import ResolvedSpec
 from tuneform.spec.source import display_name
 
-__all__ = ["StackSettings", "read_stack", "stack_file", "stack_problems"]
+__all__ = ["StackSettings", "read_stack", "stack_file", "stack_problems", "training_prices"]
 
 NAMESPACE = "tuneform"
 
@@ -78,6 +78,19 @@ def read_stack(repo_root: Path, stack: str) -> StackSettings:
                 values[name] = yaml.safe_load(yaml.serialize(value_node))
                 positions[name] = (value_node.start_mark.line + 1, value_node.start_mark.column + 1)
     return StackSettings(stack, display_name(path), values, positions)
+
+
+def training_prices(settings: StackSettings) -> dict[str, float]:
+    """The stack's own prices (``tuneform:trainingPrices``, USD per 1M training tokens by base model) that a cost
+    estimate may use: numbers only. A malformed value is :func:`stack_problems`' to report; here it is left out."""
+    prices = settings.get("trainingPrices")
+    if not isinstance(prices, dict):
+        return {}
+    return {
+        str(model): float(price)
+        for model, price in prices.items()
+        if isinstance(price, int | float) and not isinstance(price, bool)
+    }
 
 
 def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:

@@ -105,24 +105,6 @@ def _dequantise(gguf: Path, target: Path, progress: Callable[[str], None]) -> No
     progress(f"base model: converted in {time.monotonic() - started:.0f} s")
 
 
-def cached_base_model_dir(name_or_path: str, *, cache_dir: Path) -> Path | None:
-    """The directory :func:`resolve_base_model` would return, if it exists already; never converts anything.
-
-    Used where a tokenizer would help but a 20 s dequantisation would not (token counts at preview time).
-    """
-    candidate = Path(name_or_path).expanduser()
-    if candidate.is_dir():
-        return candidate.resolve() if (candidate / "config.json").is_file() else None
-    try:
-        gguf = candidate.resolve() if name_or_path.endswith(".gguf") else gguf_path_for(name_or_path)
-    except TrainingError:
-        return None
-    if not gguf.is_file():
-        return None
-    target = cache_dir / "base-models" / _gguf_digest(gguf, cache_dir)
-    return target if (target / _COMPLETE_MARKER).is_file() else None
-
-
 def resolve_base_model(name_or_path: str, *, cache_dir: Path, progress: Callable[[str], None]) -> Path:
     """Turn a spec's ``baseModel`` into a local Hugging Face model directory.
 
