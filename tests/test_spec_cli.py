@@ -103,7 +103,7 @@ def test_unexpected_errors_become_one_line(tmp_path: Path, monkeypatch: pytest.M
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(cli, "load_specs", broken)
+    monkeypatch.setattr(cli, "read_specs", broken)
     monkeypatch.chdir(_repo(tmp_path))
     assert cli.main(["validate"]) == cli.EXIT_INTERNAL
     err = capsys.readouterr().err

@@ -191,7 +191,7 @@ def test_local_model_directory_as_base_model(tmp_path: Path) -> None:
     text = BASE + "  targets:\n    local:\n      baseModel: ../models/tiny\n"
     spec = _repo(tmp_path, text)
     (tmp_path / "models" / "tiny").mkdir(parents=True)
-    (tmp_path / "models" / "tiny" / "config.json").write_text("{}")
+    (tmp_path / "models" / "tiny" / "config.json").write_text('{"model_type": "llama"}')
     (doc,) = load_specs([spec])
     local = resolve(doc, "local")
     assert local.base_model == str(tmp_path / "models" / "tiny")

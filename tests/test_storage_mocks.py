@@ -138,6 +138,17 @@ def test_minimal_config_looks_up_project_number(mocks):
 
 
 @pulumi.runtime.test
+def test_bucket_location_from_config(mocks):
+    # The shipped vertex stack sets tuneform:bucketLocation; it was once read by nothing.
+    name, resources = declare_vertex_storage("dev", {**BASE, "bucketLocation": "us"})
+
+    def check(_bucket_name: str) -> None:
+        assert mocks.resources["dev-datasets"][1]["location"] == "US"
+
+    return after(name, resources, check)
+
+
+@pulumi.runtime.test
 def test_configured_service_account_gets_access_instead_of_agents(mocks):
     sa = "tuner@acme-ml.iam.gserviceaccount.com"
     name, resources = declare_vertex_storage(

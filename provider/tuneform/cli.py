@@ -15,8 +15,9 @@ from typing import Any, cast
 
 from tuneform import catalogue
 from tuneform.plan import build_plan, render_markdown, render_text
+from tuneform.problems import Problem, left_out
 from tuneform.spec.errors import SpecErrors
-from tuneform.spec.loader import SPEC_DIR, find_repo_root, find_spec_files, load_specs, resolve
+from tuneform.spec.loader import SPEC_DIR, find_repo_root, find_spec_files, load_specs, read_specs, resolve
 from tuneform.spec.model import TARGETS, ResolvedSpec, Target, TunedModelDocument
 from tuneform.spec.schema import SCHEMA_FILE
 from tuneform.spec.source import display_name
@@ -44,7 +45,13 @@ def _spec_files(paths: Sequence[str]) -> list[Path]:
     files: list[Path] = []
     for given in paths:
         path = Path(given)
-        files.extend(find_spec_files(path) if path.is_dir() else [path])
+        found = find_spec_files(path) if path.is_dir() else [path]
+        if not found:
+            raise _NoSpecDirectory(
+                f"tuneform: expected spec files (*.yaml, *.yml) in {given}, got none. Name a directory that holds "
+                "specs, or the spec files themselves."
+            )
+        files.extend(found)
     return files
 
 
@@ -140,13 +147,12 @@ def run_validation(
         progress: Receives one line per dataset checked.
 
     Returns:
-        The loaded documents (empty when a spec is invalid), the problems and the dataset summaries.
+        The valid documents, every problem (the datasets of the valid documents are checked even when another
+        document is invalid) and the dataset summaries.
     """
-    try:
-        docs = load_specs(paths, repo_root=repo_root)
-    except SpecErrors as errors:
-        return Validation([], list(errors.problems), {}, 0)
+    docs, spec_problems = read_specs(paths, repo_root=repo_root)
     pairs, problems = _selected(docs, target)
+    problems[:0] = spec_problems
     summaries, dataset_problems, notes = _check_datasets(pairs, progress)
     for note in notes:
         (progress or (lambda _line: None))(f"note: {note}")
@@ -160,11 +166,14 @@ def _stderr(line: str) -> None:
 
 
 def _print_problems(problems: Sequence[Any]) -> None:
-    lines = list(dict.fromkeys(str(problem) for problem in problems))
+    distinct = {str(problem): problem for problem in problems}
+    lines = list(distinct)
     files = {line.split(":", 1)[0] for line in lines}
-    noun = "problem" if len(lines) == 1 else "problems"
+    # A closing "... and N more problems" entry stands for N problems, not one.
+    count = sum(left_out(problem) or 1 if isinstance(problem, Problem) else 1 for problem in distinct.values())
+    noun = "problem" if count == 1 else "problems"
     where = "1 file" if len(files) == 1 else f"{len(files)} files"
-    print(f"{len(lines)} {noun} in {where}:", file=sys.stderr)
+    print(f"{count} {noun} in {where}:", file=sys.stderr)
     for line in lines:
         print(line, file=sys.stderr)
 
@@ -184,14 +193,17 @@ def _stack_rules(docs: Sequence[TunedModelDocument], stack_name: str) -> tuple[l
         path = display_name(stack_file(root, stack_name))
         raise _NoSpecDirectory(f"tuneform: expected the stack file {path}, got none. Name an existing stack.")
     target = str(stack.get("target") or "local")
-    specs = [doc.resolved[target] for doc in docs if target in doc.resolved]
-    return stack_problems(specs, stack)
+    # An unknown target is among the stack's own problems; a spec that cannot run on the stack's target is one
+    # here as it is in the program.
+    pairs, unrunnable = _selected(docs, target) if target in TARGETS else ([], [])
+    problems, warnings = stack_problems([spec for _, spec in pairs], stack)
+    return [*problems, *unrunnable], warnings
 
 
 def _validate(args: argparse.Namespace) -> int:
     result = run_validation(_spec_files(args.paths), target=args.target, progress=_stderr)
     stack_warnings: list[Any] = []
-    if args.stack and result.docs:
+    if args.stack:
         stack_found, stack_warnings = _stack_rules(result.docs, args.stack)
         result.problems.extend(stack_found)
     _print_warnings(result.docs, stack_warnings)

@@ -236,8 +236,12 @@ def main() -> None:
 
     config = pulumi.Config("tuneform")
     repo_root = Path(os.getcwd()).resolve()
+    stack = read_stack(repo_root, pulumi.get_stack())
+    if stack.problems:
+        # Before the engine's config is read: a misspelt setting would be ignored, a malformed one a traceback.
+        raise pulumi.RunError(str(SpecErrors(list(stack.problems))))
     settings = settings_from_config(config, repo_root)
-    stack = read_stack(repo_root, pulumi.get_stack()).with_values(
+    stack = stack.with_values(
         {
             "region": settings.region or None,
             "kmsKeyName": settings.kms_key_name or None,
@@ -319,6 +323,7 @@ def _vertex_storage(config: pulumi.Config, settings: BackendSettings) -> tuple[B
         "openModels": config.get_bool("openModels") or False,
         "labels": config.get_object("labels") or {},
         "forceDestroy": config.get_bool("forceDestroy") or False,
+        "bucketLocation": config.get("bucketLocation"),
     }
     if not settings.bucket:
         storage_config["bucketName"] = config.get("bucketName") or f"{settings.project}-tuneform-{pulumi.get_stack()}"

@@ -252,7 +252,9 @@ def check_gemini(obj: dict[str, Any], errs: list[Finding], ctx: Context) -> tupl
                     {
                         "assistant": ' Gemini calls the assistant "model".',
                         "system": ' Move system text to "systemInstruction": {"parts": [{"text": "..."}]}.',
-                    }.get(role, "")
+                        "user": ' Roles are lower-case: write "user".',
+                        "model": ' Roles are lower-case: write "model".',
+                    }.get(role.lower() if role.lower() in ("user", "model") else role, "")
                     if isinstance(role, str)
                     else ""
                 )

@@ -144,6 +144,9 @@ def check_openai(obj: dict[str, Any], errs: list[Finding], ctx: Context) -> tupl
         roles.append((index, None))
         if not absent(message, "role", message_meant):
             fix = _OPENAI_ROLE_FIXES.get(role, "") if isinstance(role, str) else ""
+            if isinstance(role, str) and role.lower() in ("system", "user", "assistant"):
+                fix = f' Roles are lower-case: write "{role.lower()}".'
+
             errs.append(
                 Finding((*at, "role"), f'expected "system", "user" or "assistant", got {describe(role)}.{fix}', False)
             )

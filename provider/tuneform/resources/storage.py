@@ -8,7 +8,9 @@ Stack config keys (``tuneform:<key>``, passed here as a plain dict):
 
 ======================  ===========================================================================================
 ``project``             GCP project id (required).
-``region``              Tuning region, e.g. ``us-central1`` (required); the bucket is created in the same location.
+``region``              Tuning region, e.g. ``us-central1`` (required); the bucket is created in the same location
+                        unless ``bucketLocation`` says otherwise.
+``bucketLocation``      Location of the bucket to create (e.g. ``US`` for a multi-region bucket; default: ``region``).
 ``bucket``              An existing bucket to use instead of creating one; then nothing is declared.
 ``bucketName``          Name of the bucket to create (default: Pulumi auto-naming from ``<prefix>-datasets``).
 ``projectNumber``       Project number, for the service agents' e-mail addresses (default: looked up).
@@ -90,7 +92,8 @@ def declare_vertex_storage(
 
     bucket_args: dict[str, Any] = {
         "project": project,
-        "location": region.upper(),
+        # A multi-region (US, EU) bucket if the stack asks for one; by default the tuning region, where jobs read.
+        "location": str(config.get("bucketLocation") or region).upper(),
         "uniform_bucket_level_access": True,
         "public_access_prevention": "enforced",
         "versioning": gcp.storage.BucketVersioningArgs(enabled=True),

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tuneform.review.changes import ChangePlan, plan_from_json
 from tuneform.review.render import COMMENT_LIMIT, render_change_markdown
+from tuneform.spec.source import read_documents
 
 __all__ = ["MARKER", "Failure", "PreviewResult", "build_comment", "main", "read_preview"]
 
@@ -185,10 +184,9 @@ def spec_models(repo: Path) -> dict[str, list[str]]:
     for spec_file in sorted((repo / "tuning_specs").rglob("*.y*ml")):
         if "datasets" in spec_file.relative_to(repo / "tuning_specs").parts:
             continue
-        try:
-            documents = list(yaml.safe_load_all(spec_file.read_text(encoding="utf-8")))
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
-            continue
+        # The bounded reader: a pull request's spec may be hostile (a 50 MB file, an alias bomb), and its problems
+        # are validation's to report.
+        documents = [source.data for source in read_documents(spec_file, empty=None)[0]]
         for document in documents:
             if not isinstance(document, dict):
                 continue

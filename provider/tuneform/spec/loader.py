@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneform import catalogue
+from tuneform.problems import cap_per_file
 from tuneform.spec.errors import Problem, SpecErrors
 from tuneform.spec.model import (
     TARGETS,
@@ -24,10 +25,10 @@ from tuneform.spec.model import (
     TunedModelDocument,
 )
 from tuneform.spec.rules import LR_KNOBS, RuleContext, resolve_target
-from tuneform.spec.schema import got, sanitized, schema_problems
+from tuneform.spec.schema import got, sanitized, schema_problems, whole_numbers
 from tuneform.spec.source import FieldPath, SourceDocument, read_documents
 
-__all__ = ["LoadedDocument", "find_repo_root", "find_spec_files", "load_specs", "resolve"]
+__all__ = ["LoadedDocument", "find_repo_root", "find_spec_files", "load_specs", "read_specs", "resolve"]
 
 SPEC_DIR = "tuning_specs"
 
@@ -55,7 +56,9 @@ def find_spec_files(root: str | Path) -> list[Path]:
     found = [
         path
         for path in base.rglob("*")
-        if path.suffix in (".yaml", ".yml") and path.is_file() and "datasets" not in path.relative_to(base).parts
+        if path.suffix.lower() in (".yaml", ".yml")
+        and path.is_file()
+        and "datasets" not in path.relative_to(base).parts
     ]
     return sorted(found)
 
@@ -177,6 +180,20 @@ def _document(
 def load_specs(
     paths: Sequence[str | Path], *, repo_root: Path | None = None, lifecycle: bool = True
 ) -> list[TunedModelDocument]:
+    """Load, validate and resolve every TunedModel document in ``paths``: :func:`read_specs`, all or nothing.
+
+    Raises:
+        SpecErrors: With every problem of every file, when anything is wrong.
+    """
+    documents, problems = read_specs(paths, repo_root=repo_root, lifecycle=lifecycle)
+    if problems:
+        raise SpecErrors(problems)
+    return documents
+
+
+def read_specs(
+    paths: Sequence[str | Path], *, repo_root: Path | None = None, lifecycle: bool = True
+) -> tuple[list[TunedModelDocument], list[Problem]]:
     """Load, validate and resolve every TunedModel document in ``paths``.
 
     Args:
@@ -188,10 +205,8 @@ def load_specs(
             whose specs are history.
 
     Returns:
-        One document per TunedModel, resolved for every target its base model can run on.
-
-    Raises:
-        SpecErrors: With every problem of every file, when anything is wrong.
+        One document per valid TunedModel, resolved for every target its base model can run on, and every problem
+        of every file: ``tuneform validate`` goes on to check the datasets of the valid documents.
     """
     problems: list[Problem] = []
     documents: list[TunedModelDocument] = []
@@ -226,12 +241,10 @@ def load_specs(
                     # Also run the cross-field rules on what the schema accepted, so one run shows everything.
                     _document(dataclasses.replace(source, data=clean), root, problems, today)
                 continue
-            document = _document(source, root, problems, today)
+            document = _document(dataclasses.replace(source, data=whole_numbers(source.data)), root, problems, today)
             if document is not None:
                 documents.append(document)
-    if problems:
-        raise SpecErrors(problems)
-    return documents
+    return documents, cap_per_file(problems)
 
 
 def resolve(doc: TunedModelDocument, target: Target) -> ResolvedSpec:

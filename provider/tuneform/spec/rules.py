@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,29 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or name.endswith(".gguf") or os.sep in name and "@" not in name
 
 
+def _unreadable_model(path: Path) -> str | None:
+    """Why a local model cannot be loaded, from what a glance tells (no weights read); ``None`` when it looks sound.
+
+    A corrupt or truncated file would otherwise pass validation and `pulumi preview`, and fail minutes into
+    `pulumi up`."""
+    try:
+        if path.is_file():
+            with open(path, "rb") as handle:
+                magic = handle.read(4)
+            if magic != b"GGUF":
+                return f"{display_name(path)} does not start with the GGUF magic bytes (not a GGUF file, or corrupt)"
+            return None
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return f"{display_name(path)} cannot be read ({error})"
+    if not isinstance(config, dict) or not ("model_type" in config or "architectures" in config):
+        return (
+            f"{display_name(path / 'config.json')} names no model_type or architectures (not a Hugging Face "
+            "model config). Point baseModel at the directory `save_pretrained` wrote"
+        )
+    return None
+
+
 def _model_for(ctx: RuleContext) -> ModelInfo | None:
     """The catalogue facts for the base model on this target, or ``None`` (reported or just not runnable)."""
     name = ctx.merged["baseModel"]
@@ -105,7 +130,11 @@ def _model_for(ctx: RuleContext) -> ModelInfo | None:
         path = Path(os.path.expanduser(name))
         path = path if path.is_absolute() else ctx.doc.path.parent / path
         if path.is_dir() and (path / "config.json").is_file() or path.is_file() and path.suffix == ".gguf":
-            return catalogue.local_path_info(str(path.resolve()))
+            unreadable = _unreadable_model(path)
+            if unreadable is None:
+                return catalogue.local_path_info(str(path.resolve()))
+            ctx.report(("baseModel",), f"expected a model the local target can load, got {got(name)}: {unreadable}.")
+            return None
         if path.is_dir():
             found = f"a directory without config.json ({display_name(path)})"
         elif path.exists():
@@ -229,10 +258,18 @@ def _hyperparameter_rules(ctx: RuleContext, info: ModelInfo) -> Hyperparameters:
                 if knob == "learningRateMultiplier"
                 else "open and local models take an absolute learning rate"
             )
-            ctx.report(
-                ("hyperparameters", key),
-                f"expected {knob} for {info.id} ({kind}), got {key}. Write `{knob}: {yaml_inline(hint)}` instead.",
-            )
+            override = ("spec", "targets", ctx.target)
+            if ctx.at(("baseModel",))[:3] == override and ctx.at(("hyperparameters", key))[:3] != override:
+                # The target swaps the base model; the spec-wide knob suits the other one, so the fix is the
+                # target's own knob (which replaces the spec-wide one), not editing the line both targets read.
+                fix = (
+                    f"Add `targets: {{{ctx.target}: {{hyperparameters: {{{knob}: {yaml_inline(hint)}}}}}}}`: a "
+                    "target's own learning-rate knob replaces the spec's."
+                )
+                kind = f"the {ctx.target} target's base model; {kind}"
+            else:
+                fix = f"Write `{knob}: {yaml_inline(hint)}` instead."
+            ctx.report(("hyperparameters", key), f"expected {knob} for {info.id} ({kind}), got {key}. {fix}")
         else:
             ctx.report(
                 ("hyperparameters", key),
@@ -280,9 +317,19 @@ def _dataset_path(ctx: RuleContext, split: str, written: str) -> str | None:
             f"the repository and write e.g. `{split}: {example}`.",
         )
         return None
+    if "\0" in written:
+        ctx.report(where, f"expected a file path, got {got(written)}, which holds a NUL character. Fix the path.")
+        return None
     spec_dir = ctx.doc.path.parent
     lexical = Path(os.path.normpath(spec_dir / written))
-    resolved = (spec_dir / written).resolve()
+    try:
+        resolved = (spec_dir / written).resolve()
+        what = _file_kind(resolved)
+    except (OSError, RuntimeError) as error:
+        # A symlink loop (RuntimeError), a name longer than the file system takes, a path through a file...
+        reason = getattr(error, "strerror", None) or str(error)
+        ctx.report(where, f"expected a readable file path, got {got(written)} ({reason}). Fix the path.")
+        return None
     root = ctx.repo_root.resolve()
     if not lexical.is_relative_to(ctx.repo_root.absolute()) and not lexical.is_relative_to(root):
         ctx.report(
@@ -298,21 +345,18 @@ def _dataset_path(ctx: RuleContext, split: str, written: str) -> str | None:
             "Replace the symlink with the file itself.",
         )
         return None
+    if what not in ("file", None):
+        # A directory or a FIFO is there, just not a file (and a FIFO would block the dataset check's read).
+        ctx.report(
+            where,
+            f"expected a regular file, got {got(written)}, which is {what} (looked at {display_name(lexical)}). "
+            "Point it at the .jsonl file itself.",
+        )
+        return None
     if not written.endswith(".jsonl"):
         ctx.report(where, f"expected a .jsonl file, got {got(written)}. Save the examples as JSON Lines.")
         return None
-    if not resolved.is_file():
-        # A directory or a FIFO is there, just not a file (and a FIFO would block the dataset check's read).
-        odd = "a directory" if resolved.is_dir() else "a FIFO (named pipe)" if resolved.is_fifo() else None
-        if odd is None and resolved.exists():
-            odd = "a special file"
-        if odd is not None:
-            ctx.report(
-                where,
-                f"expected a regular file, got {got(written)}, which is {odd} (looked at {display_name(lexical)}). "
-                "Point it at the .jsonl file itself.",
-            )
-            return None
+    if what is None:
         ctx.report(
             where,
             f"expected an existing file, got {got(written)}, which is not there (looked at "
@@ -320,6 +364,17 @@ def _dataset_path(ctx: RuleContext, split: str, written: str) -> str | None:
         )
         return None
     return str(resolved)
+
+
+def _file_kind(path: Path) -> str | None:
+    """``"file"``, what else is at ``path`` (a directory, a FIFO...), or ``None`` when nothing is."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(mode):
+        return "file"
+    return "a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a special file"
 
 
 def _dataset_rules(ctx: RuleContext) -> DatasetSpec:
@@ -367,7 +422,7 @@ def _endpoint_rules(ctx: RuleContext, info: ModelInfo | None = None) -> Endpoint
                 "expected no traffic split with `deploy: false`, got one. Remove `traffic`, or set `deploy: true`.",
             )
         elif total != 100:
-            shares = " + ".join(str(v) for v in traffic.values())
+            shares = " + ".join(str(v) for v in traffic.values()) or "an empty mapping, 0"
             ctx.report(
                 ("endpoint", "traffic"),
                 f"expected percents that sum to 100, got {shares} = {total}. Adjust them, e.g. "

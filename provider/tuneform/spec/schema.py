@@ -11,6 +11,7 @@ import copy
 import difflib
 import functools
 import json
+import math
 import re
 from importlib import resources
 from typing import Any
@@ -21,7 +22,7 @@ from tuneform.problems import MAX_PROBLEMS_PER_FILE, more_problems
 from tuneform.spec.errors import Problem
 from tuneform.spec.source import FieldPath, SourceDocument, dotted
 
-__all__ = ["SCHEMA_FILE", "got", "sanitized", "schema", "schema_problems", "yaml_inline"]
+__all__ = ["SCHEMA_FILE", "got", "sanitized", "schema", "schema_problems", "whole_numbers", "yaml_inline"]
 
 SCHEMA_FILE = "tuneform-v1.schema.json"
 
@@ -124,19 +125,55 @@ def _example(sub: dict[str, Any]) -> Any:
     return examples[0] if examples else None
 
 
-def _fix(key: Any, sub: dict[str, Any], value: Any) -> str:
+def _fix(key: Any, sub: dict[str, Any], value: Any, written: str | None = None) -> str:
     if "enum" in sub and isinstance(value, str):
         close = difflib.get_close_matches(value, [str(v) for v in sub["enum"]], n=1, cutoff=0.5)
         if close:
             return f" Did you mean `{key}: {close[0]}`?"
-    example = _example(sub)
-    if example is None or not isinstance(key, str):
+    if not isinstance(key, str):
         return ""
     free_text = key == "description" or "pattern" in sub and sub["pattern"].startswith("^[a-z0-9_-]")
-    if free_text and isinstance(value, int | float) and not isinstance(value, bool):
-        # YAML read `4711` as a number; the user meant the text.
-        return f' Quote it: `{key}: "{value}"`.'
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if sub.get("type") == "string" and written and (value is None or isinstance(value, bool) or free_text and number):
+        # YAML read `yes`, `null` or (in free text) `4711` as a boolean, nothing or a number; the user meant the text.
+        return f' Quote it: `{key}: "{written}"`.'
+    example = _example(sub)
+    if example is None:
+        return ""
     return f" Set `{key}: {yaml_inline(example)}`."
+
+
+def _odd_values(data: Any, path: FieldPath = ()) -> list[tuple[FieldPath, Any, bool]]:
+    """What JSON Schema cannot see: keys that are not text (YAML reads `1:`, `on:` and `null:` as a number, a
+    boolean and nothing, and JSON has no such keys), and numbers that are not finite (`.nan` compares false with
+    every bound, so `learningRate: .nan` passes them all). Each as ``(path, the key or value, whether a key)``."""
+    found: list[tuple[FieldPath, Any, bool]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                found.append(((*path, key), key, True))
+            else:
+                found.extend(_odd_values(value, (*path, key)))
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            found.extend(_odd_values(item, (*path, index)))
+    elif isinstance(data, float) and not math.isfinite(data):
+        found.append((path, data, False))
+    return found
+
+
+def _odd_problem(doc: SourceDocument, path: FieldPath, odd: Any, is_key: bool) -> Problem:
+    if not is_key:
+        return doc.problem(path, f"expected a finite number, got {yaml_inline(odd)}. Write the number you mean.")
+    written = doc.key_texts.get(path, str(odd))
+    if path[-2:-1] == ("traffic",) and isinstance(odd, int) and not isinstance(odd, bool):
+        message = f"expected a version label v1, v2, ... or latest, got the number {odd}. Write `v{odd}: ...`."
+    else:
+        kind = "nothing" if odd is None else "a boolean" if isinstance(odd, bool) else "a number"
+        message = (
+            f'expected a text key, got `{written}`, which YAML reads as {kind} unquoted. Quote it: `"{written}": ...`.'
+        )
+    return doc.problem(path, message, at_key=True, shown=(*path[:-1], written))
 
 
 def _property_names(doc: SourceDocument, owner: FieldPath, key: Any) -> Problem:
@@ -253,6 +290,10 @@ def schema_problems(doc: SourceDocument) -> list[Problem]:
     # file prints: wording a misspelt key costs a YAML dump and a fuzzy match, and a hostile document of 66,000
     # unknown keys took 1.3 s instead of 5.6 s. The rest is counted.
     placed: list[tuple[tuple[int, int], int, Any, Any]] = []
+    odd = _odd_values(doc.data)
+    for odd_path, value, is_key in odd:
+        position = doc.key_at(odd_path) if is_key else doc.value_at(odd_path)
+        placed.append((position, -1, (odd_path, value, is_key), _ODD))
     for number, error in enumerate(_validator().iter_errors(doc.data)):
         unknown = _unknown_keys(error)
         if unknown:
@@ -266,6 +307,8 @@ def schema_problems(doc: SourceDocument) -> list[Problem]:
     for _, _, error, key in placed:
         if len(problems) >= MAX_PROBLEMS_PER_FILE:
             omitted += 1 if key is not _MISSING else _error_count(error)
+        elif key is _ODD:
+            problems.append(_odd_problem(doc, *error))
         elif key is not _MISSING:
             problems.append(_unknown_key(doc, tuple(error.absolute_path), error.schema, key))
         else:
@@ -276,6 +319,7 @@ def schema_problems(doc: SourceDocument) -> list[Problem]:
 
 
 _MISSING = object()
+_ODD = object()
 
 
 def _error_position(doc: SourceDocument, error: Any) -> tuple[int, int]:
@@ -292,7 +336,8 @@ def _unknown_keys(error: Any) -> list[Any]:
     sub = error.schema if isinstance(error.schema, dict) else {}
     if error.validator != "additionalProperties" or sub.get("additionalProperties") is not False:
         return []
-    return [key for key in error.instance if key not in sub.get("properties", {})]
+    # A key that is not text is :func:`_odd_values`' to report.
+    return [key for key in error.instance if isinstance(key, str) and key not in sub.get("properties", {})]
 
 
 def _error_count(error: Any) -> int:
@@ -310,7 +355,7 @@ def sanitized(data: dict[str, Any]) -> dict[str, Any] | None:
     base model does not take; a missing required field leaves nothing sound to check and gives ``None``.
     """
     clean = copy.deepcopy(data)
-    doomed: list[FieldPath] = []
+    doomed: list[FieldPath] = [path for path, _, _ in _odd_values(data)]
     for error in _validator().iter_errors(data):
         path: FieldPath = tuple(error.absolute_path)
         sub = error.schema if isinstance(error.schema, dict) else {}
@@ -327,6 +372,10 @@ def sanitized(data: dict[str, Any]) -> dict[str, Any] | None:
     for path in sorted(set(doomed), key=len, reverse=True):
         if not path:
             return None
+        if path in _MARKERS:
+            # A wrong apiVersion or kind says nothing about the rest; check it as the version it was meant to be.
+            clean[path[0]] = _MARKERS[path]
+            continue
         if path == ("metadata", "name"):
             # The name only labels messages and outputs; keep checking the rest under a placeholder.
             clean["metadata"]["name"] = "unnamed"
@@ -339,6 +388,27 @@ def sanitized(data: dict[str, Any]) -> dict[str, Any] | None:
         except (KeyError, IndexError, TypeError):
             continue
     return clean if not any(True for _ in _validator().iter_errors(clean)) else None
+
+
+_MARKERS: dict[FieldPath, str] = {("apiVersion",): "tuneform/v1", ("kind",): "TunedModel"}
+
+
+def whole_numbers(data: Any, sub: dict[str, Any] | None = None) -> Any:
+    """``data`` with every integer field written as a float (`rank: 4.0`, which JSON Schema takes for an integer)
+    made an ``int``, so it trains, hashes and shows like `rank: 4`: rewriting 4 as 4.0 must not re-tune."""
+    sub = _resolve(schema() if sub is None else sub)
+    if sub.get("type") == "integer" and isinstance(data, float) and data.is_integer():
+        return int(data)
+    if isinstance(data, dict):
+        properties = sub.get("properties", {})
+        rest = sub.get("additionalProperties")
+        return {
+            key: whole_numbers(value, properties.get(key, rest if isinstance(rest, dict) else {}))
+            for key, value in data.items()
+        }
+    if isinstance(data, list) and isinstance(sub.get("items"), dict):
+        return [whole_numbers(item, sub["items"]) for item in data]
+    return data
 
 
 def _translate(doc: SourceDocument, error: Any) -> list[Problem]:
@@ -370,7 +440,8 @@ def _translate(doc: SourceDocument, error: Any) -> list[Problem]:
             f"expected {_LABEL_VALUE_RULE}, got {got(value)}. Write `{key}: {_slug(value, '_-', letter_first=False)}`."
         )
     elif key == "name" and path[:1] == ("metadata",) and keyword in ("pattern", "type"):
-        message = f"expected {_NAME_RULE}, got {got(value)}. Write `name: {_name_for(value, doc)}`."
+        name = _name_for(doc.texts.get(path, value), doc)
+        message = f"expected {_NAME_RULE}, got {got(value)}. Write `name: {yaml_inline(name)}`."
     elif keyword == "pattern" and key == "adopt":
         message = (
             f"expected a tuning job resource name projects/<project>/locations/<region>/tuningJobs/<id>, "
@@ -390,6 +461,6 @@ def _translate(doc: SourceDocument, error: Any) -> list[Problem]:
     elif keyword == "uniqueItems":
         message = "expected each item once, got duplicates. Remove the repeated items."
     else:
-        message = f"expected {_expected(sub)}, got {got(value)}.{_fix(key, sub, value)}"
+        message = f"expected {_expected(sub)}, got {got(value)}.{_fix(key, sub, value, doc.texts.get(path))}"
     problems.append(doc.problem(path, message))
     return problems

@@ -22,6 +22,8 @@ recursion and which gives each alias its own position, so the message points at 
 
 from __future__ import annotations
 
+import json
+import re
 import stat
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from tuneform.problems import MAX_PROBLEMS_PER_FILE, more_problems
 from tuneform.spec.errors import Problem
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "MAX_SPEC_BYTES",
     "FieldPath",
     "SourceDocument",
+    "SpecLoader",
     "display_name",
     "dotted",
     "read_documents",
@@ -62,6 +66,37 @@ sharing a block of hyperparameters or labels between a few documents takes tens 
 FieldPath = tuple[Any, ...]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+# YAML 1.2 (what editors read specs as, through the schema's yaml-language-server comment) takes `1e-4` for a number;
+# PyYAML's YAML 1.1 resolver wants `1.0e-4` and reads `1e-4` as text, which the schema then refuses as a string.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+# Characters YAML 1.1 counts as line breaks and editors do not: a message's line number would be off by their count.
+_ODD_BREAKS = {
+    "\x85": "U+0085 (NEXT LINE)",
+    "\u2028": "U+2028 (LINE SEPARATOR)",
+    "\u2029": "U+2029 (PARAGRAPH SEPARATOR)",
+}
+
+
+def _spec_loader(base: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
+    """``base`` with the implicit types a spec needs: numbers with an exponent read as numbers (YAML 1.2), and
+    dates left as text. A spec has no date field, and YAML 1.1 would turn `description: 2024-02-30` into a crash
+    (no such day) and `release: 2024-02-28` into a ``date`` that no text field takes."""
+    resolvers = {
+        first: [(tag, regexp) for tag, regexp in entries if tag != _TIMESTAMP_TAG]
+        for first, entries in base.yaml_implicit_resolvers.items()
+    }
+    loader: type[yaml.SafeLoader] = type(f"Spec{base.__name__}", (base,), {"yaml_implicit_resolvers": resolvers})
+    loader.add_implicit_resolver(_FLOAT_TAG, _EXPONENT_FLOAT, list("-+0123456789."))
+    return loader
+
+
+SpecLoader = _spec_loader(yaml.SafeLoader)
+"""The loader of spec and stack files (pure Python: its error messages are the ones users read)."""
 
 # PyYAML's problem texts for the commonest slips, with the fix a person needs.
 _SYNTAX_FIXES = {
@@ -114,6 +149,10 @@ class SourceDocument:
     """1-based (line, column) where the document's content starts."""
     values: dict[FieldPath, tuple[int, int]] = field(default_factory=dict)
     keys: dict[FieldPath, tuple[int, int]] = field(default_factory=dict)
+    texts: dict[FieldPath, str] = field(default_factory=dict)
+    """The text of every scalar value as written (``yes`` for the ``True`` it became), for fixes that quote it."""
+    key_texts: dict[FieldPath, str] = field(default_factory=dict)
+    """The same for keys, by the path the key introduces."""
 
     def value_at(self, path: FieldPath) -> tuple[int, int]:
         """Position of the value at ``path``, or of its nearest written ancestor."""
@@ -139,6 +178,31 @@ def _position(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, doc: SourceDocument, path: FieldPath) -> Problem | None:
+    """Construct a scalar once, here, so a value its tag cannot read (`!!float` with no value, `!!int abc`) is a
+    located problem instead of an exception from ``construct_document``; such a node is then read as text."""
+    deep = loader.deep_construct
+    try:
+        loader.construct_object(node, deep=True)
+    except Exception as error:  # noqa: BLE001 - PyYAML's constructors raise ValueError, IndexError, KeyError...
+        # A failed construction leaves the node marked as in progress; the next one would call it recursive.
+        loader.recursive_objects.pop(node, None)
+        loader.deep_construct = deep
+        tag = str(node.tag).rsplit(":", 1)[-1]
+        node.tag = _STR_TAG
+        line, column = _position(node)
+        reason = str(getattr(error, "problem", None) or error) or type(error).__name__
+        return Problem(
+            doc.file,
+            line,
+            column,
+            dotted(path),
+            f"expected a value the `!!{tag}` tag can read, got {json.dumps(node.value, ensure_ascii=False)} "
+            f"({reason.strip()}). Remove the `!!{tag}` tag: specs need no tags.",
+        )
+    return None
+
+
 def _record(
     loader: yaml.SafeLoader,
     node: yaml.Node,
@@ -153,19 +217,29 @@ def _record(
     if id(node) in active:
         return
     active.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Hashable, tuple[int, int]] = {}
+    if isinstance(node, yaml.ScalarNode):
+        doc.texts.setdefault(path, node.value)
+        failed = _construct(loader, node, doc, path)
+        if failed is not None:
+            problems.append(failed)
+    elif isinstance(node, yaml.MappingNode):
+        # Keyed by type too: `on` (true) and `1` are equal to Python, not to the person who wrote them.
+        seen: dict[tuple[type, Hashable], tuple[int, int]] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
                 continue
+            if isinstance(key_node, yaml.ScalarNode):
+                failed = _construct(loader, key_node, doc, path)
+                if failed is not None:
+                    problems.append(failed)
             try:
                 key = loader.construct_object(key_node, deep=True)
                 hash(key)
             except (yaml.YAMLError, TypeError):
                 continue
             child = (*path, key)
-            if key in seen:
-                line, _ = seen[key]
+            if (type(key), key) in seen:
+                line, _ = seen[type(key), key]
                 line_now, column_now = _position(key_node)
                 problems.append(
                     Problem(
@@ -178,8 +252,11 @@ def _record(
                     )
                 )
                 continue
-            seen[key] = _position(key_node)
-            doc.keys[child] = _position(key_node)
+            seen[type(key), key] = _position(key_node)
+            # setdefault: `on:` (true) and `1:` make equal paths; the first written is the one to point at.
+            doc.keys.setdefault(child, _position(key_node))
+            if isinstance(key_node, yaml.ScalarNode):
+                doc.key_texts.setdefault(child, key_node.value)
             _record(loader, value_node, child, doc, problems=problems, active=active)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
@@ -196,11 +273,58 @@ def _syntax_problem(file: str, error: yaml.MarkedYAMLError) -> Problem:
     return Problem(file, line, column, "yaml", f"expected valid YAML, got a syntax error: {what}{context}. {fix}")
 
 
-def read_documents(path: Path) -> tuple[list[SourceDocument], list[Problem]]:
+_EMPTY_SPEC = (
+    "expected at least one TunedModel document, got an empty file. "
+    "Start it with `apiVersion: tuneform/v1` and `kind: TunedModel`, or delete the file."
+)
+
+
+def _undecodable(file: str, data: bytes, error: UnicodeDecodeError) -> Problem:
+    """Where the first byte that is not UTF-8 is, as an editor counts lines and columns."""
+    start = error.start
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line = data.count(b"\n", 0, start) + 1
+    column = len(data[line_start:start].decode("utf-8", "replace")) + 1
+    return Problem(
+        file,
+        line,
+        column,
+        "document",
+        f"expected UTF-8 text, got the byte 0x{data[start]:02x}, which is not UTF-8 (the file was saved as Latin-1 "
+        "or Windows-1252?). Save the file as UTF-8.",
+    )
+
+
+def _odd_breaks(file: str, text: str) -> list[Problem]:
+    """A problem for each character that YAML would count as a line break and an editor would not."""
+    problems: list[Problem] = []
+    found = [index for index, char in enumerate(text) if char in _ODD_BREAKS]
+    for index in found[:MAX_PROBLEMS_PER_FILE]:
+        line = text.count("\n", 0, index) + 1
+        column = index - text.rfind("\n", 0, index)
+        name = _ODD_BREAKS[text[index]]
+        problems.append(
+            Problem(
+                file,
+                line,
+                column,
+                "yaml",
+                f"expected ordinary text, got {name}, which YAML reads as a line break and editors do not (every "
+                f"later line number would be off). Delete it, or write it as `\\u{ord(text[index]):04x}` inside "
+                "double quotes.",
+            )
+        )
+    if len(found) > MAX_PROBLEMS_PER_FILE:
+        problems.append(more_problems(file, len(found) - MAX_PROBLEMS_PER_FILE))
+    return problems
+
+
+def read_documents(path: Path, *, empty: str | None = _EMPTY_SPEC) -> tuple[list[SourceDocument], list[Problem]]:
     """Read every YAML document of a spec file with the marks of its keys and values.
 
     Args:
-        path: The spec file.
+        path: The spec file (or a stack file: the same reading, the same bounds).
+        empty: The problem's message for a file with no document; ``None`` when an empty file is fine.
 
     Returns:
         The non-empty documents, and the problems found while reading (unreadable file, YAML syntax, duplicate
@@ -216,32 +340,29 @@ def read_documents(path: Path) -> tuple[list[SourceDocument], list[Problem]]:
     except IsADirectoryError:
         return [], [Problem(file, 1, 1, "document", "expected a spec file, got a directory. Name the .yaml file.")]
     except UnicodeDecodeError as error:
-        return [], [
-            Problem(
-                file,
-                1,
-                1,
-                "document",
-                f"expected UTF-8 text, got undecodable bytes at offset {error.start}. Save the file as UTF-8.",
-            )
-        ]
+        return [], [_undecodable(file, error.object, error)]
     except OSError as error:
         return [], [Problem(file, 1, 1, "document", f"expected a readable file, got {error.strerror}.")]
 
+    odd = _odd_breaks(file, text)
+    if odd:
+        return [], odd
     bounds = _bounds_problem(file, text)
     if bounds is not None:
         return [], [bounds]
     if _FAST_LOADER is not None:
         try:
-            return _compose(file, path, text, _FAST_LOADER)
+            return _compose(file, path, text, _FAST_LOADER, empty)
         except yaml.YAMLError:
             # libyaml words its errors differently; the pure-Python parser gives the messages users see.
             pass
-    return _compose(file, path, text, yaml.SafeLoader)
+    return _compose(file, path, text, SpecLoader, empty)
 
 
 # libyaml composes about 5x faster, which `pulumi preview` of a repository with many specs notices.
-_FAST_LOADER: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+_FAST_LOADER: type[yaml.SafeLoader] | None = (
+    _spec_loader(yaml.CSafeLoader) if getattr(yaml, "CSafeLoader", None) is not None else None  # type: ignore[arg-type]
+)
 
 
 def _size(count: int) -> str:
@@ -353,7 +474,7 @@ def _bounds_problem(file: str, text: str) -> Problem | None:
 
 
 def _compose(
-    file: str, path: Path, text: str, loader_class: type[yaml.SafeLoader]
+    file: str, path: Path, text: str, loader_class: type[yaml.SafeLoader], empty: str | None
 ) -> tuple[list[SourceDocument], list[Problem]]:
     documents: list[SourceDocument] = []
     problems: list[Problem] = []
@@ -366,31 +487,31 @@ def _compose(
                 break
             doc = SourceDocument(file=file, path=path.absolute(), index=index, data=None, start=_position(node))
             _record(loader, node, (), doc, problems=problems, active=set())
-            doc.data = loader.construct_document(node)
+            index += 1
+            try:
+                doc.data = loader.construct_document(node)
+            except yaml.YAMLError:
+                raise
+            except Exception as error:  # noqa: BLE001 - whatever else a constructor raises is the file's fault
+                loader.constructed_objects = {}
+                problems.append(
+                    Problem(file, *doc.start, "document", f"expected a document YAML can read, got {error}.")
+                )
+                continue
             if doc.data is not None:
                 documents.append(doc)
-            index += 1
     except yaml.MarkedYAMLError as error:
-        if loader_class is not yaml.SafeLoader:
+        if loader_class is not SpecLoader:
             raise
         problems.append(_syntax_problem(file, error))
         return documents, problems
     except yaml.YAMLError as error:
-        if loader_class is not yaml.SafeLoader:
+        if loader_class is not SpecLoader:
             raise
         problems.append(Problem(file, 1, 1, "yaml", f"expected valid YAML, got {error}."))
         return documents, problems
     finally:
         loader.dispose()
-    if not documents and not problems:
-        problems.append(
-            Problem(
-                file,
-                1,
-                1,
-                "document",
-                "expected at least one TunedModel document, got an empty file. "
-                "Start it with `apiVersion: tuneform/v1` and `kind: TunedModel`, or delete the file.",
-            )
-        )
+    if not documents and not problems and empty is not None:
+        problems.append(Problem(file, 1, 1, "document", empty))
     return documents, problems
