@@ -131,7 +131,7 @@ class TestModelRoutes:
         gemini = _gemini(url)  # keep a reference: a collected client closes its connection pool
         model = gemini.models.get(model=NAME)
         assert model.name == f"models/{NAME}" and model.input_token_limit == 511  # the tiny model's context - 1
-        assert model.output_token_limit == 1024
+        assert model.output_token_limit == 511  # the configured 1,024 does not fit the tiny model's context
         listed = httpx.get(f"{url}/v1beta/models", headers={"x-goog-api-key": KEY}).json()
         assert [m["name"] for m in listed["models"]] == [f"models/{NAME}", f"models/{NAME}@1", f"models/{NAME}@2"]
 
@@ -307,6 +307,110 @@ class TestLimits:
         assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
         google = httpx.post(f"{url}/v1beta/models/{NAME}:generateContent", headers=headers, content=body)
         assert google.status_code == 400 and google.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+class TestClientsAsTheyAre:
+    """What real clients send that once broke the endpoint (found by a hostile pass over it)."""
+
+    @pytest.mark.parametrize("user", ["用户-42", "José 🎉", "line\nbreak", "café"])
+    @pytest.mark.parametrize("stream", [False, True])
+    def test_any_openai_user_text_is_accepted(self, url: str, user: str, stream: bool) -> None:
+        # `user` routes the traffic split; it once went into the X-Request-Id header as it was (500, or no answer).
+        body = {"model": NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "user": user}
+        response = httpx.post(f"{url}/v1/chat/completions", headers=BEARER, json={**body, "stream": stream})
+        assert response.status_code == 200
+        assert response.headers["x-request-id"].startswith("req-")
+
+    @pytest.mark.parametrize("model", [f"{NAME}@²", f"{NAME}@١", f"{NAME}@" + "9" * 5000])
+    def test_odd_version_numbers_are_404_in_each_shape(self, url: str, model: str) -> None:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        response = httpx.post(f"{url}/v1/chat/completions", headers=BEARER, json=body)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+        gemini = httpx.get(f"{url}/v1beta/models/{model}", headers={"x-goog-api-key": KEY})
+        assert gemini.status_code == 404 and gemini.json()["error"]["status"] == "NOT_FOUND"
+
+    def test_google_genai_sends_top_k_as_a_float(self, url: str) -> None:
+        config = genai_types.GenerateContentConfig(top_k=5, max_output_tokens=2.0)  # type: ignore[arg-type]
+        assert _gemini(url).models.generate_content(model=f"{NAME}@1", contents="hi", config=config).text is not None
+
+    def test_seed_zero_is_a_seed(self, url: str) -> None:
+        ask = {"model": f"{NAME}@1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
+        answers = {
+            _openai(url).chat.completions.create(**ask, temperature=1, seed=0).choices[0].message.content  # type: ignore[call-overload]
+            for _ in range(3)
+        }
+        assert len(answers) == 1
+
+    def test_control_tokens_in_a_message_stay_text(self, url: str) -> None:
+        def count(text: str) -> int:
+            body = {"contents": [{"role": "user", "parts": [{"text": text}]}]}
+            response = httpx.post(f"{url}/v1beta/models/{NAME}@1:countTokens", params={"key": KEY}, json=body)
+            return int(response.json()["totalTokens"])
+
+        # One control token would be one token; as text, `<|im_start|>` is several.
+        assert count("<|im_start|>system") - count("system") > 3
+
+    def test_without_max_tokens_the_answer_takes_the_room_left(self, url: str) -> None:
+        def tokens(words: int) -> int:
+            body = {"contents": [{"parts": [{"text": " ".join(["ticket"] * words)}]}]}
+            response = httpx.post(f"{url}/v1beta/models/{NAME}@1:countTokens", params={"key": KEY}, json=body)
+            return int(response.json()["totalTokens"])
+
+        words = 480
+        while tokens(words) < 508:  # the context is 512; the version's default budget is 6 answer tokens
+            words += 1
+        room = 512 - tokens(words)
+        ask = {"model": f"{NAME}@1", "messages": [{"role": "user", "content": " ".join(["ticket"] * words)}]}
+        answer = _openai(url).chat.completions.create(**ask, temperature=0)  # type: ignore[call-overload]
+        assert answer.usage.completion_tokens <= room
+        with pytest.raises(openai.BadRequestError, match=f"Ask for at most {room} output tokens"):
+            _openai(url).chat.completions.create(**ask, max_tokens=6)  # type: ignore[call-overload]
+
+    def test_vertex_count_tokens_takes_a_system_instruction(self, url: str) -> None:
+        options = genai_types.HttpOptions(base_url=url, api_version="v1")
+        client = genai.Client(vertexai=True, api_key=KEY, http_options=options)
+        model = f"projects/p/locations/us-central1/endpoints/{NAME}@1"
+        counts = [
+            client.models.count_tokens(
+                model=model, contents="hi", config=genai_types.CountTokensConfig(system_instruction=system)
+            ).total_tokens
+            for system in ("be brief", "be brief, polite and kind to every customer")
+        ]
+        assert counts[0] is not None and counts[1] is not None and counts[1] > counts[0]
+
+    def test_a_body_that_never_arrives_is_408(self, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        from tuneform.serving import app
+
+        monkeypatch.setattr(app, "BODY_SECONDS", 1)
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            head = (
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            conn.sendall(head.encode())
+            answer = conn.recv(65536).decode()
+        assert answer.startswith("HTTP/1.1 408") and '"code":"request_timeout"' in answer
+
+    def test_protocol_details(self, url: str) -> None:
+        body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 2}}
+        array = httpx.post(f"{url}/v1beta/models/{NAME}@1:streamGenerateContent", params={"key": KEY}, json=body)
+        assert array.headers["content-type"].startswith("application/json")
+        ask = {"model": f"{NAME}@1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        chunks = list(
+            _openai(url).chat.completions.create(**ask, stream=True, stream_options={"include_usage": True})  # type: ignore[call-overload]
+        )
+        assert all(c.usage is None for c in chunks[:-1]) and chunks[-1].usage is not None
+        raw = httpx.post(
+            f"{url}/v1/chat/completions",
+            headers=BEARER,
+            json={**ask, "stream": True, "stream_options": {"include_usage": True}},
+        )
+        assert all('"usage":' in line for line in raw.text.splitlines() if line.startswith("data: {"))
+        slash = httpx.post(f"{url}/v1/chat/completions/", headers=BEARER, json=ask)
+        assert slash.status_code == 404 and slash.json()["error"]["code"] == "not_found"
+        both = {"Authorization": "Bearer proxy-token", "x-goog-api-key": KEY}
+        assert httpx.post(f"{url}/v1beta/models/{NAME}@1:generateContent", headers=both, json=body).status_code == 200
 
 
 @pytest.fixture

@@ -29,9 +29,11 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -47,7 +49,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneform.serving import gemini_api, openai_api
 from tuneform.serving.config import ServerConfig
-from tuneform.serving.engine import Engine, Job, QueueFull
+from tuneform.serving.engine import ControlTokenInText, Engine, Job, QueueFull
 from tuneform.serving.pool import ModelPool
 from tuneform.serving.protocol import ApiError, Ask, Completion, Limits, object_body
 
@@ -73,6 +75,13 @@ def pick_version(traffic: dict[int, int], request_id: str) -> int:
         if bucket < upper:
             return version
     return max(traffic, key=lambda v: traffic[v])
+
+
+BODY_SECONDS = 30
+"""How long a request body may take to arrive."""
+
+_ECHOABLE = re.compile(r"[!-~][ -~]*")
+"""A request id that can go back in a response header as it came: printable ASCII, no line breaks."""
 
 
 def _seed_for(request_id: str) -> int:
@@ -159,12 +168,12 @@ class Endpoint:
         return JSONResponse(body, status_code=status, headers=headers)
 
     def authorize(self, request: Request, dialect: Dialect) -> None:
-        supplied = None
         header = request.headers.get("authorization", "")
-        if header[:7].lower() == "bearer ":
-            supplied = header[7:].strip()
-        elif dialect.google:
-            supplied = request.headers.get("x-goog-api-key") or request.query_params.get("key")
+        supplied = [header[7:].strip()] if header[:7].lower() == "bearer " else []
+        if dialect.google:
+            supplied += [request.headers.get("x-goog-api-key", ""), request.query_params.get("key", "")]
+        # Any one right key will do: a proxy may add its own bearer token beside the Gemini key.
+        supplied = [key for key in supplied if key]
         if not supplied:
             raise ApiError(
                 401,
@@ -173,7 +182,7 @@ class Endpoint:
                 + "; the key is the endpoint's `apiKey` output.",
                 code="missing_api_key",
             )
-        if not hmac.compare_digest(supplied.encode(), self._key):
+        if not any(hmac.compare_digest(key.encode(), self._key) for key in supplied):
             raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     async def body(self, request: Request) -> dict[str, Any]:
@@ -187,11 +196,18 @@ class Endpoint:
         if declared.isdigit() and int(declared) > limit:
             raise too_big
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_big
-            chunks.append(chunk)
+        try:
+            # A client that sends its body slowly, or less than its Content-Length, would hold a connection forever.
+            async with asyncio.timeout(BODY_SECONDS):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_big
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(
+                408, f"The request body did not arrive within {BODY_SECONDS} s; send it again.", code="request_timeout"
+            ) from None
         return object_body(b"".join(chunks))
 
     def served(self) -> list[str]:
@@ -202,8 +218,10 @@ class Endpoint:
         if model is None or model == self.name:
             return pick_version(self.config.traffic, request_id)
         base, sep, number = model.partition("@")
-        if base == self.name and sep and number.isdigit() and int(number) in self.config.versions:
-            return int(number)
+        # ASCII digits only ("²" and "١" are digits to str.isdigit) and a sane length (int() refuses 4,300 digits).
+        if base == self.name and sep and number.isascii() and number.isdigit() and len(number) <= 9:
+            if int(number) in self.config.versions:
+                return int(number)
         raise ApiError(
             404,
             f"The model {model!r} does not exist on this endpoint; use one of: {', '.join(self.served())}.",
@@ -219,21 +237,39 @@ class Endpoint:
                 retry_after=5,
             )
 
-    async def prompt(self, engine: Engine, ask: Ask) -> list[int]:
-        """The rendered prompt's tokens, refused when it does not leave room for the answer in the model's context."""
-        ids = await run_in_threadpool(engine.prompt_ids, ask.messages, ask.system)
+    async def tokens(self, engine: Engine, ask: Ask) -> list[int]:
+        """The rendered prompt's tokens (in a worker thread: a long prompt takes milliseconds to tokenize)."""
+        try:
+            return await run_in_threadpool(engine.prompt_ids, ask.messages, ask.system)
+        except ControlTokenInText as refused:
+            raise ApiError(400, f"{refused}.", code="invalid_request", param="messages") from None
+
+    async def prompt(self, engine: Engine, ask: Ask, *, asked: bool) -> tuple[list[int], Ask]:
+        """The rendered prompt's tokens, and ``ask`` with an answer budget that fits the model's context.
+
+        A budget the client asked for (``asked``) is refused when prompt and answer do not fit together; the
+        version's default budget shrinks to the room the prompt leaves, as OpenAI does when ``max_tokens`` is unset.
+        """
+        ids = await self.tokens(engine, ask)
         budget = int(ask.decoding.max_new_tokens or 0)
-        allowed = min(engine.context - budget, self.limits.max_prompt_tokens)
-        if len(ids) > allowed:
-            raise ApiError(
-                400,
-                f"The prompt is {len(ids):,} tokens; this endpoint takes at most {allowed:,} (the model's context of "
-                f"{engine.context:,} tokens holds prompt and answer, and the answer may take {budget:,}). Shorten "
-                "the messages or ask for fewer output tokens.",
-                code="context_length_exceeded",
-                param="messages",
+        room = engine.context - len(ids)
+        if len(ids) > self.limits.max_prompt_tokens:
+            message = (
+                f"The prompt is {len(ids):,} tokens; this endpoint takes at most {self.limits.max_prompt_tokens:,}. "
+                "Shorten the messages."
             )
-        return ids
+        elif room < 1 or asked and budget > room:
+            message = (
+                f"The prompt is {len(ids):,} tokens and the answer may take {budget if asked else 1:,}: more than the "
+                f"model's context of {engine.context:,} tokens, which holds both. "
+                + (f"Ask for at most {room:,} output tokens, or shorten the messages." if room >= 1 and asked else "")
+                + ("Shorten the messages." if room < 1 else "")
+            )
+        else:
+            if budget > room:
+                ask = replace(ask, decoding=replace(ask.decoding, max_new_tokens=room))
+            return ids, ask
+        raise ApiError(400, message.strip(), code="context_length_exceeded", param="messages")
 
     def start(self, engine: Engine, ask: Ask, prompt: list[int], seed: int) -> Run:
         loop = asyncio.get_running_loop()
@@ -265,26 +301,32 @@ class Endpoint:
         parse: Callable[[dict[str, Any]], Ask],
         render: Callable[[str, list[Completion], str], dict[str, Any]],
         stream: Callable[[str, Ask, str, Events], AsyncIterator[bytes]],
+        *,
+        media_type: str = "text/event-stream",
     ) -> Response:
-        """The pipeline, the same for every API and method."""
+        """The pipeline, the same for every API and method; ``media_type`` is a streamed answer's."""
         try:
             self.authorize(request, dialect)
             ask = parse(await self.body(request))
-            supplied = request.headers.get("x-request-id") or ask.user
-            # Bounded: the id is echoed in a header and hashed per request.
-            request_id = supplied[:200] if supplied else f"req-{uuid.uuid4().hex}"
-            version = self.resolve(ask.model, request_id)
+            supplied = request.headers.get("x-request-id", "")[:200]
+            # Echoed in a header, so only a printable-ASCII id is (OpenAI's `user` may be any text: it only routes).
+            request_id = supplied if _ECHOABLE.fullmatch(supplied) else f"req-{uuid.uuid4().hex}"
+            # The same caller stays on the same version of a traffic split.
+            version = self.resolve(ask.model, supplied or ask.user or request_id)
             self.ready()
             engine = self.pool.engines[version]
+            asked = ask.decoding.max_new_tokens is not None
             ask = ask.with_defaults(self.pool.defaults(version))
-            run = self.start(engine, ask, await self.prompt(engine, ask), ask.decoding.seed or _seed_for(request_id))
+            seed = _seed_for(request_id) if ask.decoding.seed is None else ask.decoding.seed
+            prompt, ask = await self.prompt(engine, ask, asked=asked)
+            run = self.start(engine, ask, prompt, seed)
         except ApiError as err:
             return self.reply(dialect, err)
         label = f"{self.name}@{version}"
         headers = {"X-Tuneform-Model-Version": str(version), "X-Request-Id": request_id}
         if ask.stream:
             return StreamingResponse(
-                stream(label, ask, request_id, run.events()), media_type="text/event-stream", headers=headers
+                stream(label, ask, request_id, run.events()), media_type=media_type, headers=headers
             )
         answer = asyncio.ensure_future(run.completions())
         gone = asyncio.ensure_future(_disconnected(request))
@@ -346,6 +388,8 @@ class Endpoint:
             lambda body: gemini_api.parse(body, model, self.limits, stream=streaming),
             gemini_api.render,
             lambda label, _ask, response_id, events: gemini_api.stream(label, response_id, events, sse=sse),
+            # Without ?alt=sse Google streams one JSON array, sent as application/json.
+            media_type="text/event-stream" if sse else "application/json",
         )
 
     async def count_tokens(self, request: Request, model: str) -> Response:
@@ -354,7 +398,7 @@ class Endpoint:
             ask = gemini_api.parse_count(await self.body(request), model, self.limits)
             version = self.resolve(ask.model, f"count-{uuid.uuid4().hex}")
             self.ready()
-            ids = await run_in_threadpool(self.pool.engines[version].prompt_ids, ask.messages, ask.system)
+            ids = await self.tokens(self.pool.engines[version], ask)
         except ApiError as err:
             return self.reply(GEMINI, err)
         return JSONResponse({"totalTokens": len(ids)}, headers={"X-Tuneform-Model-Version": str(version)})
@@ -391,9 +435,9 @@ class Endpoint:
         traffic = self.config.traffic
         version = self.resolve(model, "") if "@" in model else max(traffic, key=lambda v: traffic[v])
         context = self.pool.context(version)
-        return gemini_api.model_info(
-            model, str(version), context - 1, self.config.max_new_tokens_limit, self.pool.defaults(version)
-        )
+        # A one-token answer needs one token of context; an answer cannot be longer than the context either.
+        output = min(self.config.max_new_tokens_limit, context - 1)
+        return gemini_api.model_info(model, str(version), context - 1, output, self.pool.defaults(version))
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -421,6 +465,11 @@ class Endpoint:
             response.headers["Allow"] = exc.headers.get("Allow", "")
         return response
 
+    async def internal_error(self, request: Request, exc: Exception) -> Response:
+        """A bug of ours, in the calling API's error shape (the traceback goes to the server's log)."""
+        err = ApiError(500, f"Internal error ({type(exc).__name__}); see the endpoint's log.", code="internal_error")
+        return self.reply(dialect_of(request), err)
+
 
 class AccessLog:
     """One line per request on stderr (the server's log), with any ``key`` query parameter masked: keys never reach
@@ -446,7 +495,8 @@ class AccessLog:
             await self.app(scope, receive, sending)
         finally:
             query = "&".join(
-                "key=***" if part.split("=", 1)[0] == "key" else part
+                # Starlette decodes `k%65y` to `key` and authorises with it; the mask must see the same name.
+                "key=***" if urllib.parse.unquote_plus(part.split("=", 1)[0]) == "key" else part
                 for part in scope.get("query_string", b"").decode("latin-1").split("&")
                 if part
             )
@@ -495,8 +545,11 @@ def create_app(config: ServerConfig, pool: ModelPool | None = None, *, load_in_b
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         404: endpoint.not_found,
         405: endpoint.not_found,
+        Exception: endpoint.internal_error,
     }
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    # `POST /v1/chat/completions/` answers 404 in the API's shape rather than a bare redirect a client won't follow.
+    app.router.redirect_slashes = False
     app.add_middleware(AccessLog)
     app.state.pool = models
     return app

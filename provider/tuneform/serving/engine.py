@@ -55,14 +55,50 @@ class Job:
         return cls(list(prompt_ids), decoding, sink, threading.Event(), [])
 
 
+class ControlTokenInText(ValueError):
+    """A message's text holds a control token's string and the chat template changes message text, so the text
+    cannot be kept apart from the template's own control tokens."""
+
+
 def render_prompt(tokenizer: Any, messages: list[dict[str, str]], system: str | None) -> list[int]:
     """The model's own chat template with the cue for its turn, tokenized as in training.
 
     ``tuneform.training.data.render_prompt`` renders the same way (the served model sees what it was trained on).
+    A message's text stays text: ``<|im_end|>`` written by a client is the characters, not the control token that
+    would end its turn and let it forge a system turn (OpenAI's API does not let content make control tokens).
+
+    Raises:
+        ControlTokenInText: If that cannot be kept (see the class).
     """
     conversation = ([{"role": "system", "content": system}] if system else []) + list(messages)
     text = str(tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True))
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    controls = [token.content for token in getattr(tokenizer, "added_tokens_decoder", {}).values() if token.content]
+    if not any(control in turn["content"] for turn in conversation for control in controls):
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    # Render with a placeholder for each message's text, then tokenize the template's parts as they are and the
+    # texts with control strings split into ordinary tokens. Private-use characters: no template writes them.
+    marks = [f"\ue000{index}\ue001" for index in range(len(conversation))]
+    marked = [{**turn, "content": mark} for turn, mark in zip(conversation, marks, strict=True)]
+    skeleton = str(tokenizer.apply_chat_template(marked, tokenize=False, add_generation_prompt=True))
+    pieces: list[tuple[str, bool]] = []
+    rest = skeleton
+    for turn, mark in zip(conversation, marks, strict=True):
+        before, found, rest = rest.partition(mark)
+        if not found:
+            break
+        pieces += [(before, False), (turn["content"], True)]
+    pieces.append((rest, False))
+    if "".join(piece for piece, _ in pieces) != text:
+        raise ControlTokenInText(
+            "a message contains a control token of the model's chat template ("
+            + ", ".join(sorted({c for c in controls if any(c in turn["content"] for turn in conversation)}))
+            + "), which this template's rendering cannot keep apart from its own; remove it from the message"
+        )
+    ids: list[int] = []
+    for piece, literal in pieces:
+        if piece:
+            ids += tokenizer(piece, add_special_tokens=False, split_special_tokens=literal)["input_ids"]
+    return ids
 
 
 def end_tokens(model: Any, tokenizer: Any) -> set[int]:

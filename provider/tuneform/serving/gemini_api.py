@@ -20,6 +20,7 @@ _STATUS = {
     401: "UNAUTHENTICATED",
     404: "NOT_FOUND",
     405: "INVALID_ARGUMENT",
+    408: "DEADLINE_EXCEEDED",
     413: "INVALID_ARGUMENT",
     429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
@@ -159,6 +160,9 @@ def parse_count(body: dict[str, Any], model: str, limits: Limits) -> Ask:
         if not isinstance(inner, dict):
             raise ApiError(400, "generateContentRequest: expected an object.", code="invalid_request")
         return parse({k: v for k, v in inner.items() if k != "model"}, model, limits)
+    if {"systemInstruction", "generationConfig", "tools"} & set(fields):
+        # Vertex AI's CountTokensRequest takes these beside `contents`; the system instruction counts.
+        return parse({k: v for k, v in fields.items() if k != "model"}, model, limits)
     for key in set(fields) - {"contents", "model"}:
         problems.add(key, "unknown field; remove it (or send it inside generateContentRequest)")
     messages = _contents(fields.get("contents"), limits, problems)

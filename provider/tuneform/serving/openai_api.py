@@ -20,6 +20,7 @@ _TYPES = {
     401: "invalid_request_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_exceeded",
 }
@@ -125,7 +126,7 @@ def parse(body: dict[str, Any], limits: Limits) -> Ask:
         else:
             messages.append({"role": str(role), "content": text})
     if raw and not messages:
-        problems.add("messages", "expected at least one user message")
+        problems.add("messages", "expected at least one user or assistant message")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         problems.add("stream", f"expected true or false, got {stream!r}")
@@ -194,6 +195,9 @@ async def stream(label: str, ask: Ask, events: AsyncIterator[tuple[int, str, Any
     """``chat.completion.chunk`` events (``data: {...}``), then ``data: [DONE]``; an error ends the stream with one."""
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time())}
     head["model"] = label
+
+    if ask.include_usage:
+        head["usage"] = None  # OpenAI: with include_usage every chunk has the field, null until the last
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return b"data: " + orjson.dumps({**head, "choices": choices, **extra}) + b"\n\n"

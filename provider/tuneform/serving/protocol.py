@@ -180,6 +180,7 @@ class Problems:
     def count(self, value: Any, where: str, high: int, low: int = 1) -> int | None:
         if value is None:
             return None
+        value = _whole(value)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             self.add(where, f"expected an integer from {low} to {high}, got {_shown(value)}")
             return None
@@ -188,6 +189,7 @@ class Problems:
     def seed(self, value: Any, where: str) -> int | None:
         if value is None:
             return None
+        value = _whole(value)
         if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
             self.add(where, f"expected an integer, got {_shown(value)}")
             return None
@@ -206,6 +208,14 @@ class Problems:
             return tuple(value)
         self.add(where, f"expected a string or a list of at most {MAX_STOPS} non-empty strings, got {_shown(value)}")
         return None
+
+
+def _whole(value: Any) -> Any:
+    """``5.0`` as ``5``: proto3's JSON mapping takes an integral number for an integer field, and google-genai sends
+    ``top_k`` as a float (its type says ``float``)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
 
 
 def _shown(value: Any) -> str:
