@@ -300,3 +300,11 @@ def test_secret_settings_are_not_read(
         "learningRate: 0.0002", "learningRateMultiplier: 1.0"
     )
     assert _validate(_repo(tmp_path, spec, stack=stack), monkeypatch, capsys, "--stack", "dev")[0] == 0
+
+
+def test_a_today_that_is_not_a_date_is_the_users_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TUNEFORM_TODAY", "tomorrow")
+    code, lines = _validate(_repo(tmp_path), monkeypatch, capsys)
+    assert (code, lines) == (1, ["tuneform: $TUNEFORM_TODAY: expected a date YYYY-MM-DD, got 'tomorrow'. Unset it."])

@@ -352,8 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         status: int = args.run(args)
-    except _NoSpecDirectory as error:
-        print(error, file=sys.stderr)
+    except (_NoSpecDirectory, catalogue.TodayNotADate) as error:
+        print(error if isinstance(error, _NoSpecDirectory) else f"tuneform: {error}", file=sys.stderr)
         return EXIT_PROBLEMS
     except KeyboardInterrupt:
         print("tuneform: interrupted", file=sys.stderr)

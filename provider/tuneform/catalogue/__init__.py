@@ -28,6 +28,7 @@ __all__ = [
     "ModelLimits",
     "Source",
     "Split",
+    "TodayNotADate",
     "TrainingDefaults",
     "all_models",
     "get",
@@ -106,18 +107,22 @@ class Lifecycle:
         return "available"
 
 
+class TodayNotADate(ValueError):
+    """``$TUNEFORM_TODAY`` is set to something that is not a date: the user's setting, not a bug."""
+
+
 def today() -> datetime.date:
     """The date lifecycle checks use: ``$TUNEFORM_TODAY`` (``YYYY-MM-DD``) when set, else the clock's (UTC).
 
     Raises:
-        ValueError: When ``$TUNEFORM_TODAY`` is not a date.
+        TodayNotADate: When ``$TUNEFORM_TODAY`` is not a date.
     """
     given = os.environ.get(TODAY_ENV, "").strip()
     if given:
         try:
             return datetime.date.fromisoformat(given)
         except ValueError:
-            raise ValueError(f"${TODAY_ENV}: expected a date YYYY-MM-DD, got {given!r}") from None
+            raise TodayNotADate(f"${TODAY_ENV}: expected a date YYYY-MM-DD, got {given!r}. Unset it.") from None
     return datetime.datetime.now(datetime.UTC).date()
 
 
