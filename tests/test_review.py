@@ -917,3 +917,23 @@ def test_moving_off_a_retired_base_model_is_a_retune_and_a_coming_retirement_is_
     assert any(
         "spec.baseModel: warning: gemini-3.5-flash retires on 2027-05-19, in 79 days" in note for note in plan.notes
     )
+
+
+@pytest.mark.parametrize("model", ["../models/tiny", "../models/tiny.gguf"])
+def test_a_base_spec_on_a_local_model_in_the_repository_loads(tmp_path: Path, model: str) -> None:
+    # The base commit is read from stand-ins; a local model's config.json is read for real and a .gguf stand-in
+    # carries the magic bytes, so the spec rules that glance at them pass and the model is re-tuned, not created.
+    repo = tmp_path / "repo"
+    write(repo / "Pulumi.yaml", "name: review-test\n")
+    write(repo / "models/tiny/config.json", '{"model_type": "llama"}')
+    (repo / "models/tiny.gguf").write_bytes(b"GGUF" + bytes(60))
+    spec = ROUTER.replace("baseModel: smollm2-135m-instruct", f"baseModel: {model}")
+    write(repo / "tuning_specs/router.yaml", spec)
+    write(repo / "tuning_specs/datasets/router/train.jsonl", "".join(gemini_line(i) for i in range(8)))
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    write(repo / "tuning_specs/router.yaml", spec.replace("learningRate: 0.0002", "learningRate: 0.001"))
+    plan = build_change_plan(repo, "HEAD", targets=("local",))
+    assert not plan.notes, plan.notes
+    assert [(c.name, c.status) for c in plan.changes] == [("router", "re-tuned")]

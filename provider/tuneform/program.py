@@ -16,6 +16,7 @@ from typing import Any
 import pulumi
 
 from tuneform import catalogue
+from tuneform.backends.local import endpoint_ports
 from tuneform.prepare import PreparedModel, prepare
 from tuneform.resources._provider import BackendSettings
 from tuneform.resources.dataset import Dataset
@@ -138,7 +139,9 @@ class TunedModel(pulumi.ComponentResource):
                 candidate_metrics=job.metrics,
                 serving_version=serving_version,
                 version_metrics=version_metrics,
-                opts=child,
+                # Destroyed before the version: a registry refuses to delete a version an endpoint still serves
+                # (`retain: false`), and Pulumi deletes resources with no dependency between them in parallel.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[version]),
             )
             outputs.update(endpoint=endpoint.url, apiKey=endpoint.apiKey, traffic=endpoint.servedTraffic)
             if settings.target == "vertex":
@@ -227,6 +230,7 @@ def settings_from_config(config: pulumi.Config, repo_root: Path) -> BackendSetti
         storage_endpoint=config.get("storageEndpoint") or "",
         service_account=config.get("serviceAccount") or "",
         kms_key_name=config.get("kmsKeyName") or "",
+        stack=pulumi.get_stack(),
         **{key: value for key, value in optional.items() if value is not None},
     )
 
@@ -271,9 +275,8 @@ def main() -> None:
         settings, storage = _vertex_storage(config, settings)
     max_cost = config.get_float("maxTrainingCost")
     port = config.get_int("endpointPort") or DEFAULT_PORT
-    # Ports follow the models' names, so adding a spec does not move the endpoints of the others.
-    serving = sorted(model.spec.name for model in prepared if model.spec.endpoint.deploy)
-    ports = {name: port + index for index, name in enumerate(serving)}
+    serving = [model.spec.name for model in prepared if model.spec.endpoint.deploy]
+    ports = endpoint_ports(repo_root, serving, port) if settings.target == "local" else {}
     for model in prepared:
         tuned = TunedModel(
             model,

@@ -46,6 +46,8 @@ class BackendSettings:
     """First back-off and give-up time for Vertex answers 429/503/504 (``tuneform:retrySeconds``)."""
     keep_versions: int = 5
     """Local registry retention: the last N versions of each model, plus any a served endpoint uses."""
+    stack: str = ""
+    """The Pulumi stack: a checkout's local endpoints belong to one stack each ("" in states written before)."""
 
     # Every default is a class attribute (no default_factory), so an instance pickled into an older state before a
     # field existed still reads it.

@@ -62,9 +62,11 @@ class LocalBackend:
         cache_dir: Path | None = None,
         host: str = BackendSettings.endpoint_host,
         keep_versions: int = BackendSettings.keep_versions,
+        stack: str = BackendSettings.stack,
     ) -> None:
         from tuneform.registry import Registry, registry_root
 
+        self.stack = stack
         self.root = registry_root(repo_root)
         self.registry = Registry(self.root)
         # Owner-only: the registry keeps training data, logs and endpoint keys (whatever mode a file inside has).
@@ -81,6 +83,7 @@ class LocalBackend:
             cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
             host=settings.endpoint_host or BackendSettings.endpoint_host,
             keep_versions=settings.keep_versions,
+            stack=settings.stack,
         )
 
     # Datasets -------------------------------------------------------------------------------------------------
@@ -103,15 +106,28 @@ class LocalBackend:
 
     # Tuning ---------------------------------------------------------------------------------------------------
 
+    def _intact(self, version: Any, progress: Progress | None = None) -> bool:
+        """Whether a version's weights are still in the store (a hand-edited `.tuneform/` may have lost them)."""
+        if self.registry.store.has(version.artifact_sha256):
+            return True
+        if progress is not None:
+            progress(
+                f"version {version.number}'s weights (object {version.artifact_sha256[:12]}) are missing from "
+                f"{self.registry.store.objects}: tuning again"
+            )
+        return False
+
     def tune(self, request: TuningRequest, progress: Progress) -> TuningOutcome:
         existing = self.registry.find_version(request.name, request.spec_hash)
+        if existing is not None and not self._intact(existing, progress):
+            existing = None
         if existing is not None:
             progress(f"version {existing.number} was tuned from exactly these inputs: reusing it, no training")
             return self._outcome(request.name, existing, reused=True)
         run_dir = self._claim_run(request, progress)
         try:
             existing = self.registry.find_version(request.name, request.spec_hash)
-            if existing is not None:  # the run we waited for registered it
+            if existing is not None and self._intact(existing):  # the run we waited for registered it
                 self.registry.finish_run(request.name, request.spec_hash, succeeded=True)
                 progress(f"version {existing.number} was tuned from exactly these inputs meanwhile: reusing it")
                 return self._outcome(request.name, existing, reused=True)
@@ -276,7 +292,8 @@ class LocalBackend:
         if not number.isdigit():
             return None
         version = self.registry.get(name, int(number))
-        return None if version is None else self._outcome(name, version, reused=False)
+        # A version whose weights are gone is gone: `pulumi refresh` drops it and the next `up` tunes again.
+        return None if version is None or not self._intact(version) else self._outcome(name, version, reused=False)
 
     def cancel(self, job_id: str) -> None:
         # A local run only exists while `pulumi up` waits on it; a finished version stays in the registry.
@@ -300,12 +317,19 @@ class LocalBackend:
         from tuneform.training.errors import TrainingError
 
         directory = self._endpoint_dir(request.name)
+        self._refuse_other_stacks(directory, request.name)
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o700)  # its config holds the key, its log what clients asked
         versions: dict[str, dict[str, Any]] = {}
         base_dirs: set[str] = set()
         for number in request.traffic:
             version = self.registry.get(request.model, number)
+            if version is not None and not self._intact(version):
+                raise BackendError(
+                    f"{request.model}@{number}: its weights (object {version.artifact_sha256}) are missing from "
+                    f"{self.registry.store.objects}, so it cannot be served. Run `pulumi refresh` and `pulumi up` to "
+                    "tune it again, or take it out of `spec.endpoint.traffic`."
+                )
             if version is None:
                 raise BackendError(
                     f"spec.endpoint.traffic: version {number} of {request.model} is not in the registry "
@@ -338,14 +362,26 @@ class LocalBackend:
         }
         config_path = directory / "config.json"
         info_path = directory / "service.json"
-        if info_path.exists():
+        running = service.ServiceInfo.load(info_path) if info_path.exists() else None
+        if (running is None or running.port != port) and not service.port_free(self.host, port):
+            # Checked before the running server stops: a refused move must not leave the model unserved.
+            raise BackendError(
+                f"{request.name}: port {port} on {self.host} is already in use, so the endpoint cannot move there"
+                + (f"; it keeps serving on port {running.port}" if running else "")
+                + ". Free the port, or set another `tuneform:endpointPort`."
+            )
+        if running is not None:
             # A new traffic split or version set: restart with the new config; the key stays the same.
-            service.stop(service.ServiceInfo.load(info_path))
+            service.stop(running)
         # Checked by the server's own parser, and written atomically readable by its owner only: it holds the key.
         write_config(config_path, parse_config(config, str(config_path)))
         progress(f"starting the endpoint on http://{self.host}:{port} (log: {config['log_path']})")
-        info = service.start(config_path, replace=True)  # a server a killed `pulumi up` left unrecorded goes
+        try:
+            info = service.start(config_path, replace=True)  # a server a killed `pulumi up` left unrecorded goes
+        except service.ServiceError as error:
+            raise BackendError(str(error)) from None
         info.save(info_path)
+        (directory / "stack.json").write_text(json.dumps({"stack": self.stack}))
         self.registry.set_serving(request.model, set(request.traffic))
         return EndpointState(
             endpoint_id=request.name, url=info.url, traffic=dict(request.traffic), healthy=True, api_key=api_key
@@ -366,11 +402,72 @@ class LocalBackend:
     def undeploy(self, endpoint_id: str) -> None:
         from tuneform.serving import service
 
-        info_path = self._endpoint_dir(endpoint_id) / "service.json"
+        directory = self._endpoint_dir(endpoint_id)
+        owner = self._owner_stack(directory)
+        if owner is not None and self.stack and owner != self.stack:
+            return  # another stack of this checkout serves the model now; its endpoint is not ours to stop
+        info_path = directory / "service.json"
         if info_path.exists():
             service.stop(service.ServiceInfo.load(info_path))
             info_path.unlink()
+        # The key has no use once nothing serves with it.
+        (directory / "config.json").unlink(missing_ok=True)
+        (directory / "stack.json").unlink(missing_ok=True)
         self.registry.set_serving(endpoint_id, set())
+
+    def _owner_stack(self, directory: Path) -> str | None:
+        """The stack whose endpoint the directory records, or ``None`` when it records none (or no stack)."""
+        try:
+            owner = json.loads((directory / "stack.json").read_text()).get("stack")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return str(owner) if owner and (directory / "service.json").exists() else None
+
+    def _refuse_other_stacks(self, directory: Path, name: str) -> None:
+        """One checkout serves a model from one local stack: the endpoint's directory, key and port are per model."""
+        owner = self._owner_stack(directory)
+        if owner is not None and self.stack and owner != self.stack:
+            raise BackendError(
+                f"{name}: its local endpoint in this checkout belongs to stack {owner!r}; stack {self.stack!r} "
+                f"cannot serve it too (the endpoint's state, key and port are per model). Run `pulumi destroy "
+                f"--stack {owner}` first, or serve this model from one stack."
+            )
+
+
+PORT_RANGE = 100
+"""How far above the stack's ``endpointPort`` an endpoint's port may lie and still be kept where it is."""
+
+
+def endpoint_ports(repo_root: str | Path, names: list[str], base: int) -> dict[str, int]:
+    """A port for each model to serve, stable across changes to the other specs.
+
+    An endpoint that runs keeps its port (when it lies within :data:`PORT_RANGE` of ``base``: a new
+    ``endpointPort`` moves them all); a new one takes the lowest port from ``base`` up that no running endpoint of
+    this checkout holds, the endpoint of a removed or renamed spec included (it stops only after the new one
+    starts). Adding, removing or renaming a spec so never moves another model's endpoint.
+    """
+    from tuneform.registry import registry_root
+
+    running: dict[str, int] = {}
+    root = registry_root(Path(repo_root)) / "endpoints"
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            running[directory.name] = int(json.loads((directory / "service.json").read_text())["port"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    ports: dict[str, int] = {}
+    for name in sorted(names):
+        port = running.get(name)
+        if port is not None and base <= port < base + PORT_RANGE and port not in ports.values():
+            ports[name] = port
+    held = set(running.values()) | set(ports.values())
+    for name in sorted(set(names) - set(ports)):
+        port = base
+        while port in held:
+            port += 1
+        ports[name] = port
+        held.add(port)
+    return ports
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, float]:

@@ -191,13 +191,16 @@ def _load_base(tree: GitTree, say: Callable[[str], None]) -> tuple[list[TunedMod
         and "datasets" not in Path(path).relative_to(SPEC_DIR).parts
     ]
     say(f"reading {len(spec_paths)} spec files at {tree.ref} ({tree.commit[:12]})")
-    contents = tree.read_many(spec_paths)
+    # A local model's config.json is read for what it is (the spec rules glance at it); it is small.
+    configs = [path for path in tree.files if Path(path).name == "config.json"]
+    contents = tree.read_many(spec_paths + configs)
     root = Path(tempfile.mkdtemp(prefix="tuneform-base-")).resolve()
     for path in tree.files:
         if path.endswith(_STAND_IN_SUFFIXES) and path not in contents:
             target = root / path
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.touch()
+            # A .gguf stand-in starts with the magic bytes the spec rules check for.
+            target.write_bytes(b"GGUF" if path.endswith(".gguf") else b"")
     for path, data in contents.items():
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +208,7 @@ def _load_base(tree: GitTree, say: Callable[[str], None]) -> tuple[list[TunedMod
     (root / "Pulumi.yaml").touch()
     docs: list[TunedModelDocument] = []
     notes: list[str] = []
-    for path in sorted(contents):
+    for path in sorted(spec_paths):
         try:
             # The base commit's specs are history: a base model retired since must not make them unreadable, or a
             # pull request moving to its replacement would show the model as created instead of re-tuned.

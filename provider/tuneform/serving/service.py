@@ -119,7 +119,8 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         # uvicorn binds with SO_REUSEADDR too; without it, connections in TIME_WAIT would look like a taken port.
@@ -187,7 +188,7 @@ def start(
     wait_s = config.load_timeout_s if timeout_s is None else timeout_s
     if replace:
         _stop_unrecorded(config, config_path)
-    if not _port_free(config.host, config.port):
+    if not port_free(config.host, config.port):
         code, body = _health(config.host, config.port)
         if code and body.get("name") == config.name:
             owner = f"the tuneform endpoint {config.name!r} (pid {body.get('pid')})"
@@ -317,7 +318,7 @@ def _stop_unrecorded(config: ServerConfig, config_path: str | os.PathLike[str]) 
     """
     resolved = str(Path(config_path).resolve())
     candidates = [_read_pid(config.pid_path)]
-    if not _port_free(config.host, config.port):
+    if not port_free(config.host, config.port):
         _, body = _health(config.host, config.port)
         if body.get("name") == config.name and isinstance(body.get("pid"), int):
             candidates.append(body["pid"])
