@@ -283,3 +283,13 @@ def test_hundreds_of_dynamic_resources_do_not_nest_the_pickler() -> None:
         serialize_provider(TuningJobProvider(SETTINGS))
     unwrap_pickler_patch()
     assert pickle._Pickler._batch_setitems.__qualname__ == "_Pickler._batch_setitems"  # type: ignore[attr-defined]
+
+
+def test_counts_cross_the_wire_as_ints_again() -> None:
+    from tuneform.resources._provider import whole_numbers
+
+    assert whole_numbers({"examples": 32.0, "rate": 1.0, "tokens": 2.5}, ("examples", "tokens")) == {
+        "examples": 32,
+        "rate": 1.0,
+        "tokens": 2.5,
+    }

@@ -21,7 +21,7 @@ from tuneform.backends.base import BackendSettings
 from tuneform.processes import watch_engine
 
 __all__ = ["BackendSettings", "build_backend", "diff_inputs", "progress_printer", "show_backend_errors",
-           "unwrap_pickler_patch"]  # fmt: skip
+           "unwrap_pickler_patch", "whole_numbers"]  # fmt: skip
 
 if TYPE_CHECKING:
     from tuneform.backends.base import Backend
@@ -99,6 +99,15 @@ def progress_printer(resource: str) -> Callable[[str], None]:
         print(f"[tuneform {resource} +{elapsed // 60}m{elapsed % 60:02d}s] {line}", file=sys.stderr, flush=True)
 
     return emit
+
+
+def whole_numbers(props: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``props`` with the counts among ``keys`` as ints: Pulumi carries every number as a float (a protobuf
+    ``Struct``), and "32.0 examples" or ``"batchSize": 8.0`` in a version's record is not what was declared."""
+    return {
+        key: int(value) if key in keys and isinstance(value, float) and value.is_integer() else value
+        for key, value in props.items()
+    }
 
 
 def diff_inputs(

@@ -18,6 +18,7 @@ from tuneform.resources._provider import (
     diff_inputs,
     progress_printer,
     unwrap_pickler_patch,
+    whole_numbers,
 )
 
 _REPLACE_ON = ("sha256", "split", "model", "uploadFormat")
@@ -55,6 +56,7 @@ class DatasetProvider(ResourceProvider):
         return None
 
     def _store(self, props: dict[str, Any]) -> dict[str, Any]:
+        props = whole_numbers(props, ("examples", "tokens"))
         if props["source"].startswith("gs://"):
             return {**props, "uri": props["source"]}
         emit = progress_printer(f"{props['model']}/{props['split']}")

@@ -30,8 +30,11 @@ from tuneform.resources._provider import (
     diff_inputs,
     progress_printer,
     unwrap_pickler_patch,
+    whole_numbers,
 )
 from tuneform.spec.model import camel as _camel
+
+_COUNTS = ("trainExamples", "trainTokens", "validationExamples", "testExamples", "estimatedTrainingTokens")
 
 TRAINING_INPUTS = (
     "baseModel",
@@ -82,6 +85,9 @@ class TuningJobProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         from tuneform.backends.base import DatasetArtifact, TuningRequest
+
+        props = whole_numbers(props, _COUNTS)
+        props["hyperparameters"] = whole_numbers(dict(props.get("hyperparameters") or {}), ("epochs", "batchSize"))
 
         validation = None
         if props.get("validationUri"):

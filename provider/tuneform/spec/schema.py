@@ -134,8 +134,12 @@ def _fix(key: Any, sub: dict[str, Any], value: Any, written: str | None = None) 
         return ""
     free_text = key == "description" or "pattern" in sub and sub["pattern"].startswith("^[a-z0-9_-]")
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if sub.get("type") == "string" and written and (value is None or isinstance(value, bool) or free_text and number):
-        # YAML read `yes`, `null` or (in free text) `4711` as a boolean, nothing or a number; the user meant the text.
+    if (
+        sub.get("type") == "string"
+        and written
+        and (isinstance(value, bool) or free_text and (number or value is None))
+    ):
+        # YAML read `yes` (or in free text `4711`, `null`) as a boolean (a number, nothing); the user meant the text.
         return f' Quote it: `{key}: "{written}"`.'
     example = _example(sub)
     if example is None:
