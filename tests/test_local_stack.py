@@ -141,6 +141,20 @@ def test_local_stack_lifecycle(project: Path, pulumi_cli, tmp_path: Path) -> Non
     assert "reusing it, no training" in reverted.stdout + reverted.stderr
     assert chat(url, key).headers["X-Tuneform-Model-Version"] == "1"
 
+    # Only the decoding defaults change: a new version with version 1's weights, its test set scored again.
+    spec_file = project / "tuning_specs" / "tiny-router.yaml"
+    spec_file.write_text(spec_file.read_text().replace("maxOutputTokens: 3", "maxOutputTokens: 2"))
+    rescored = cli.up(env=env, timeout=600)
+    shown = rescored.stdout + rescored.stderr
+    assert "version 1 has these weights (only endpoint.generation differs): reusing them, no training" in shown
+    assert "train: step" not in shown and "test set accuracy: base" in shown
+    outputs = cli.outputs()["tiny-router"]
+    assert (outputs["version"], outputs["reused"]) == (3, True)
+    versions_dir = project / ".tuneform" / "models" / "tiny-router" / "versions"
+    records = [json.loads((versions_dir / f"{n}.json").read_text()) for n in (1, 3)]
+    assert records[0]["artifact_sha256"] == records[1]["artifact_sha256"]
+    assert chat(url, key, max_tokens=None).json()["usage"]["completion_tokens"] == 2
+
     service = json.loads((project / ".tuneform" / "endpoints" / "tiny-router" / "service.json").read_text())
     os.killpg(service["pid"], signal.SIGKILL)
     time.sleep(0.5)
@@ -152,4 +166,4 @@ def test_local_stack_lifecycle(project: Path, pulumi_cli, tmp_path: Path) -> Non
     with pytest.raises(httpx.ConnectError):
         chat(url, key)
     versions = sorted(p.name for p in (project / ".tuneform" / "models" / "tiny-router" / "versions").iterdir())
-    assert versions == ["1.json", "2.json"], "destroy leaves the registry intact"
+    assert versions == ["1.json", "2.json", "3.json"], "destroy leaves the registry intact"

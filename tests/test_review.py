@@ -937,3 +937,20 @@ def test_a_base_spec_on_a_local_model_in_the_repository_loads(tmp_path: Path, mo
     plan = build_change_plan(repo, "HEAD", targets=("local",))
     assert not plan.notes, plan.notes
     assert [(c.name, c.status) for c in plan.changes] == [("router", "re-tuned")]
+
+
+def test_a_change_of_the_decoding_defaults_alone_trains_nothing(tmp_path: Path) -> None:
+    # The local backend gives such a version the weights of the one tuned from the same inputs and re-scores it.
+    repo = tmp_path / "repo"
+    write(repo / "Pulumi.yaml", "name: review-test\n")
+    local = "      endpoint: {generation: {temperature: 0, maxOutputTokens: 8}}\n"
+    write(repo / "tuning_specs/router.yaml", ROUTER + local)
+    write(repo / "tuning_specs/datasets/router/train.jsonl", "".join(gemini_line(i) for i in range(8)))
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    write(repo / "tuning_specs/router.yaml", ROUTER + local.replace("maxOutputTokens: 8", "maxOutputTokens: 4"))
+    plan = build_change_plan(repo, "HEAD", targets=("local",))
+    (change,) = plan.changes
+    assert (change.status, change.training_tokens) == ("updated in place", 0)
+    assert [(f.field, f.old, f.new) for f in change.updates] == [("endpoint.generation.maxOutputTokens", 8, 4)]

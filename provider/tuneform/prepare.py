@@ -56,6 +56,8 @@ class PreparedModel:
     spec_hash: str
     test: PreparedDataset | None = None
     """Local target: checked and converted like the validation set, scored after tuning, never trained on."""
+    weights_hash: str = ""
+    """``ResolvedSpec.weights_hash``: versions with this hash have the same weights."""
 
 
 def cache_root(repo_root: Path) -> Path:
@@ -127,7 +129,8 @@ def prepare(
                 training_tokens=run.training_tokens or 0,
                 estimated_cost=run.cost,
                 price_confirmed=run.price_confirmed,
-                spec_hash=spec.spec_hash(train.sha256 + ":" + (validation.sha256 if validation else "")),
+                spec_hash=spec.spec_hash(data_hash := train.sha256 + ":" + (validation.sha256 if validation else "")),
+                weights_hash=spec.weights_hash(data_hash),
                 test=test,
             )
         )

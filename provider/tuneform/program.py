@@ -74,6 +74,7 @@ class TunedModel(pulumi.ComponentResource):
             name=spec.name,
             target=spec.target,
             spec_hash=prepared.spec_hash,
+            weights_hash=prepared.weights_hash,
             base_model=spec.base_model,
             mode=spec.mode,
             adapter_size=spec.adapter_size,

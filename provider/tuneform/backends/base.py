@@ -106,6 +106,8 @@ class TuningRequest:
     """Local: scored after tuning at the version's decoding defaults (``spec.dataset.test``)."""
     generation: dict[str, Any] | None = None
     """Local: the version's decoding defaults (``spec.endpoint.generation``), saved with the version."""
+    weights_hash: str = ""
+    """Local: ``ResolvedSpec.weights_hash``; a version with the same one lends its weights instead of a new run."""
 
 
 @dataclass(frozen=True)

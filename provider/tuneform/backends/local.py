@@ -131,13 +131,18 @@ class LocalBackend:
                 self.registry.finish_run(request.name, request.spec_hash, succeeded=True)
                 progress(f"version {existing.number} was tuned from exactly these inputs meanwhile: reusing it")
                 return self._outcome(request.name, existing, reused=True)
+            lender = self._weights_of(request)
             with _exclusive(self.root / "locks" / "train.lock", progress):
-                result = _finished_result(run_dir, progress) or self._run_training(request, run_dir, progress)
+                result = _finished_result(run_dir, progress) or self._run_training(request, run_dir, progress, lender)
         except BaseException:
             # The run directory and its checkpoints stay: the next `pulumi up` resumes from them.
             self.registry.finish_run(request.name, request.spec_hash, succeeded=False)
             raise
-        artifact_sha = self.registry.store.put_dir(result["artifactDir"])
+        artifact_sha = lender.artifact_sha256 if lender else self.registry.store.put_dir(result["artifactDir"])
+        metrics = {**lender.metrics, **result["metrics"]} if lender else result["metrics"]
+        extra: dict[str, Any] = {"generation": _generation(request.generation)} if request.generation else {}
+        if request.weights_hash:
+            extra["weightsHash"] = request.weights_hash
         latest = self.registry.latest(request.name)
         version = self.registry.add_version(
             request.name,
@@ -149,10 +154,10 @@ class LocalBackend:
             hyperparameters=request.hyperparameters,
             artifact_sha256=artifact_sha,
             artifact_kind=result["kind"],
-            metrics=_finite(result["metrics"]),
+            metrics=_finite(metrics),
             parent_version=latest.number if latest is not None else None,
             training_log=result["logPath"],
-            extra={"generation": _generation(request.generation)} if request.generation else None,
+            extra=extra or None,
         )
         self.registry.finish_run(request.name, request.spec_hash, succeeded=True)
         removed = self.registry.retain(request.name, keep_last=self.keep_versions)
@@ -160,7 +165,19 @@ class LocalBackend:
             progress(f"retention (keep {self.keep_versions}): removed versions {removed}")
         kept = self.registry.store.get(version.training_log_sha256) if version.training_log_sha256 else None
         progress(f"registered {request.name}@{version.number}" + (f"; its run log is kept in {kept}" if kept else ""))
-        return self._outcome(request.name, version, reused=False)
+        return self._outcome(request.name, version, reused=lender is not None)
+
+    def _weights_of(self, request: TuningRequest) -> Any:
+        """The newest intact version whose weights this request would train again (only ``endpoint.generation``
+        differs), or ``None``."""
+        if not request.weights_hash:
+            return None
+        same = [
+            version
+            for version in self.registry.versions(request.name)
+            if version.extra.get("weightsHash") == request.weights_hash and self._intact(version)
+        ]
+        return same[-1] if same else None
 
     def _claim_run(self, request: TuningRequest, progress: Progress) -> Path:
         """Claim the run directory of this configuration, taking it over from a `pulumi up` that is gone.
@@ -216,9 +233,21 @@ class LocalBackend:
                 "<run dir>/run.lock`), stop it, and run `pulumi up` again."
             ) from None
 
-    def _run_training(self, request: TuningRequest, run_dir: Path, progress: Progress) -> dict[str, Any]:
+    def _run_training(
+        self, request: TuningRequest, run_dir: Path, progress: Progress, lender: Any = None
+    ) -> dict[str, Any]:
+        """Train in a child process; with a ``lender`` (a version with the same weights), only score the test set."""
         from tuneform import catalogue, processes
         from tuneform.training.run import RunRequest
+
+        if lender is not None:
+            progress(
+                f"version {lender.number} has these weights (only endpoint.generation differs): reusing them, no "
+                "training" + ("; scoring the test set at the new decoding defaults" if request.test else "")
+            )
+            if request.test is None:
+                artifact = self.registry.store.get(lender.artifact_sha256)
+                return {"artifactDir": str(artifact), "kind": lender.artifact_kind, "metrics": {}, "logPath": None}
 
         info = catalogue.get_model(request.base_model) or catalogue.local_path_info(request.base_model)
         defaults = info.training_defaults()
@@ -236,10 +265,13 @@ class LocalBackend:
             batch_size=int(hp.get("batchSize") or defaults.batch_size),
             test_file=request.test.uri if request.test else None,
             generation=_generation(request.generation),
+            weights_dir=str(self.registry.store.get(lender.artifact_sha256)) if lender else None,
+            weights_kind=lender.artifact_kind if lender else None,
         )
         (run_dir / "request.json").write_text(run.to_json())
         log_path = run_dir / "run.log"
-        progress(f"training in a child process; its full log (library output included): {log_path}")
+        doing = "scoring" if lender else "training"
+        progress(f"{doing} in a child process; its full log (library output included): {log_path}")
         tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
         # The child writes everything to the log itself and only tuneform's progress lines to its stdout (see
         # tuneform.training.run.quiet_output); its stderr reaches the log too, for anything said before that.

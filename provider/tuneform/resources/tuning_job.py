@@ -115,6 +115,7 @@ class TuningJobProvider(ResourceProvider):
             if props.get("testUri")
             else None,
             generation=props.get("generation"),
+            weights_hash=props.get("weightsHash") or "",
         )
         emit = progress_printer(props["name"])
         emit(
@@ -206,6 +207,7 @@ class TuningJob(Resource, module="tuneform", name="TuningJob"):
         estimated_cost: float | None = None,
         max_training_cost: float | None = None,
         region: str | None = None,
+        weights_hash: str = "",
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         # The inputs cross to the provider under their camelCase names: the one mapping of this boundary, and

@@ -11,7 +11,8 @@ git and the working-tree file from disk (``tuneform.review.datasets``).
 A change of a training input (``ResolvedSpec.training_inputs``, the dataset contents; the inputs the ``TuningJob``
 resource replaces on, ``TRAINING_INPUTS``) means a new tuning run and a new model version: *re-tuned*. A change of
 ``metadata.description``/``labels``, the endpoint settings or ``retain`` alone is applied to the existing resources:
-*updated in place*.
+*updated in place*; so is ``endpoint.generation`` alone, which on the local target makes a version with the same
+weights, re-scored without training.
 
 Tokens, epochs and cost come from the same two functions as ``tuneform plan`` and the Pulumi program
 (``tuneform.datasets.tokens.counting_for`` and ``tuneform.plan.estimate_run``), so the review, the preview and
@@ -239,6 +240,8 @@ def _field_changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[FieldChang
 def _training_fields(spec: ResolvedSpec) -> dict[str, Any]:
     inputs = spec.training_inputs()
     inputs.pop("target")
+    # The decoding defaults change no weights: a version with the same weights is re-scored, not tuned again.
+    inputs.pop("generation", None)
     for group in ("hyperparameters", "lora"):
         if isinstance(inputs.get(group), dict):
             inputs[group] = {camel(key): value for key, value in inputs[group].items()}
@@ -250,7 +253,12 @@ def _in_place_fields(spec: ResolvedSpec) -> dict[str, Any]:
     return {
         "description": spec.description,
         "labels": dict(spec.labels),
-        "endpoint": {"deploy": endpoint.deploy, "traffic": endpoint.traffic, "promote": endpoint.promote},
+        "endpoint": {
+            "deploy": endpoint.deploy,
+            "traffic": endpoint.traffic,
+            "promote": endpoint.promote,
+            "generation": endpoint.generation.to_json() if endpoint.generation else None,
+        },
         "retain": spec.retain,
     }
 

@@ -156,6 +156,14 @@ class ResolvedSpec:
         payload = json.dumps({"inputs": self.training_inputs(), "dataset": dataset_hash}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
+    def weights_hash(self, dataset_hash: str = "") -> str:
+        """Identity of the weights a run produces: :meth:`spec_hash` without ``endpoint.generation``, which changes
+        how a version answers and is scored, not what training makes. Two versions with one weights hash share
+        their weights (the local backend tunes once and re-scores)."""
+        inputs = {key: value for key, value in self.training_inputs().items() if key != "generation"}
+        payload = json.dumps({"inputs": inputs, "dataset": dataset_hash}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
 
 @dataclass(frozen=True)
 class TunedModelDocument:

@@ -26,7 +26,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, Literal, TextIO
 
 if TYPE_CHECKING:
     from tuneform.training.trainer import TrainConfig, TrainResult
@@ -55,6 +55,11 @@ class RunRequest:
     """Gemini-format JSONL scored after tuning at the endpoint's default decoding (``spec.dataset.test``)."""
     generation: dict[str, Any] | None = None
     """The version's decoding defaults (``spec.endpoint.generation``): the test set is answered with them."""
+    weights_dir: str | None = None
+    """Weights an earlier version already has (only ``generation`` differs): nothing is trained, the test set is
+    scored with them at ``generation``."""
+    weights_kind: str | None = None
+    """``adapter`` or ``full``: what ``weights_dir`` holds."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -177,6 +182,8 @@ def run(run_dir: Path) -> dict[str, Any]:
     request = RunRequest.from_json((run_dir / "request.json").read_text())
     started = time.monotonic()
     base_dir = resolve_base_model(request.base_model, cache_dir=Path(request.cache_dir), progress=_say)
+    if request.weights_dir is not None:
+        return _rescore(request, run_dir, base_dir, started)
     config = request.train_config(base_dir, run_dir / "output")
     result = train(config, _say)
     metrics = _training_figures(run_dir, result)
@@ -204,7 +211,7 @@ def run(run_dir: Path) -> dict[str, Any]:
             f"validation loss: base {base.validation_loss:.4f} -> tuned {tuned.validation_loss:.4f}"
         )
     if request.test_file is not None:
-        metrics.update(_score_test_set(request, base_dir, result))
+        metrics.update(_score_test_set(request, base_dir, result.artifact_dir, result.kind))
     outcome = {
         "artifactDir": str(result.artifact_dir),
         "kind": result.kind,
@@ -216,9 +223,30 @@ def run(run_dir: Path) -> dict[str, Any]:
         "logPath": str(_kept_log(run_dir, result.log_path)),
         "seconds": round(time.monotonic() - started, 1),
     }
+    _write_result(run_dir, outcome)
+    return outcome
+
+
+def _write_result(run_dir: Path, outcome: dict[str, Any]) -> None:
     tmp = run_dir / "result.json.tmp"
     tmp.write_text(json.dumps(outcome, indent=2))
     tmp.replace(run_dir / "result.json")
+
+
+def _rescore(request: RunRequest, run_dir: Path, base_dir: Path, started: float) -> dict[str, Any]:
+    """A version whose weights an earlier version has: score its test set at its own decoding defaults, no more."""
+    weights = Path(str(request.weights_dir))
+    kind: Literal["adapter", "full"] = "full" if request.weights_kind == "full" else "adapter"
+    metrics = _score_test_set(request, base_dir, weights, kind) if request.test_file is not None else {}
+    outcome = {
+        "artifactDir": str(weights),
+        "kind": kind,
+        "baseModelDir": str(base_dir),
+        "metrics": metrics,
+        "logPath": str(run_dir / "run.log") if (run_dir / "run.log").is_file() else None,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    _write_result(run_dir, outcome)
     return outcome
 
 
@@ -237,7 +265,9 @@ def _kept_log(run_dir: Path, step_log: Path) -> Path:
     return run_log
 
 
-def _score_test_set(request: RunRequest, base_dir: Path, result: TrainResult) -> dict[str, float]:
+def _score_test_set(
+    request: RunRequest, base_dir: Path, weights: Path, kind: Literal["adapter", "full"]
+) -> dict[str, float]:
     """Base and tuned model on the test set, answered as the endpoint answers a request that sets nothing."""
     from tuneform.training.evaluate import score_test_set
 
@@ -245,10 +275,10 @@ def _score_test_set(request: RunRequest, base_dir: Path, result: TrainResult) ->
     test_file = Path(request.test_file)
     shown = ", ".join(f"{k} {v!r}" for k, v in (request.generation or {}).items()) or "the endpoint's defaults"
     scores = {}
-    for label, artifact in (("base", None), ("tuned", result.artifact_dir)):
+    for label, artifact in (("base", None), ("tuned", weights)):
         _say(f"evaluating the {label} model on the test set at the endpoint's default decoding ({shown})")
         scores[label] = score_test_set(
-            base_dir, artifact, test_file, kind=result.kind, generation=request.generation, progress=_say
+            base_dir, artifact, test_file, kind=kind, generation=request.generation, progress=_say
         ).accuracy
     _say(f"test set accuracy: base {scores['base']:.3f} -> tuned {scores['tuned']:.3f}")
     return {"baseTestAccuracy": float(scores["base"]), "testAccuracy": float(scores["tuned"])}
