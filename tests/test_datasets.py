@@ -438,3 +438,25 @@ def test_a_directory_or_fifo_is_named_not_called_missing(tmp_path: Path, kind: s
         f"train.jsonl:1:1: expected a regular file, got {kind}. Name the .jsonl file."
     ]
     assert summary.examples == 0
+
+
+def test_openai_weight_1_is_the_default_and_weight_0_is_refused_with_a_fix_that_validates(tmp_path: Path) -> None:
+    from tuneform.datasets import DatasetLimits, check_dataset
+
+    def problems(rows: list[dict]) -> list[str]:
+        path = tmp_path / "rows.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return [str(p) for p in check_dataset(path, format="openai-chat", limits=DatasetLimits())[1]]
+
+    turn = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello", "weight": 1}]
+    assert problems([{"messages": turn}]) == []
+    two = [
+        *turn[:1],
+        {**turn[1], "weight": 0},
+        {"role": "user", "content": "and?"},
+        {"role": "assistant", "content": "ok"},
+    ]
+    (refused,) = problems([{"messages": two}])
+    assert "expected no weight (or weight 1), got 0" in refused
+    # The fix: remove that reply with the user message before it.
+    assert problems([{"messages": two[2:]}]) == []

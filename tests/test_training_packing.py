@@ -148,10 +148,11 @@ def test_padding_free_trains_as_the_padded_batches_do(tiny: Path, data: Path, tm
     assert free.steps == padded.steps == 6
     assert free.tokens == padded.tokens  # padding-free counts tokens from the row's shape: no padding in it
     losses = {"padded": _step_losses(tmp_path / "padded"), "free": _step_losses(tmp_path / "free")}
-    # Logged every step vs every 2 steps (and the first): the Trainer logs the mean loss since the last log.
+    # Logged every step vs every 2 steps (and the first, and at each epoch's end: 3 steps an epoch); the Trainer logs
+    # the mean loss since the last log.
     p = losses["padded"]
     assert len(p) == 6
-    assert losses["free"] == pytest.approx([p[0], p[1], (p[2] + p[3]) / 2, (p[4] + p[5]) / 2], rel=1e-4)
+    assert losses["free"] == pytest.approx([p[0], p[1], p[2], p[3], (p[4] + p[5]) / 2], rel=1e-4)
     assert free.recipe == PADDING_FREE.describe() and f"train: {PADDING_FREE.describe()}" in lines
     assert free.warmup_seconds > 0 and free.steady_tokens_per_second > 0
     assert any("tokens/s (first 3 steps" in line for line in lines), lines
@@ -259,3 +260,54 @@ def test_training_steps_run_under_the_recipes_autocast(tiny: Path, data: Path, t
     projection.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
     trainer.train()
     assert seen and set(seen) == {torch.bfloat16 if autocast else torch.float32}
+
+
+def test_examples_cut_before_their_model_turn_are_counted_and_none_left_is_refused(
+    tiny: Path, data: Path, tmp_path: Path
+) -> None:
+    from tuneform.training.errors import TrainingError
+
+    # Every ticket's model turn starts after its first 8 tokens: nothing would be left to learn.
+    with pytest.raises(TrainingError, match=r"model turn starts within the first 8 tokens .* got none of 24"):
+        train(_config(tiny, data, tmp_path / "run", max_length=8, recipe=PADDED), lambda _: None)
+    said: list[str] = []
+    train(_config(tiny, data, tmp_path / "run2", max_length=130, epochs=1, recipe=PADDED), said.append)
+    warning = next(line for line in said if "longer than 130 tokens and are cut" in line)
+    assert "have no model-turn token left and are left out" in warning
+
+
+def test_a_misspelt_lora_target_module_is_refused(tiny: Path, data: Path, tmp_path: Path) -> None:
+    from tuneform.training.errors import TrainingError
+
+    lora = {"target_modules": ["q_prj", "v_proj"]}
+    with pytest.raises(
+        TrainingError, match=r"targetModules: expected names of the base model's linear layers \(.*q_proj"
+    ):
+        train(_config(tiny, data, tmp_path / "run", lora=lora, recipe=PADDED), lambda _: None)
+
+
+def test_the_evaluation_budget_counts_tokens_not_characters(tiny: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from tuneform.training.run import _answer_budget
+
+    answer = "我们已经收到您的退款申请，将在三个工作日内处理完毕。" * 2 + "🎉" * 10
+    row = {"contents": [{"role": "user", "parts": [{"text": "退款"}]}, {"role": "model", "parts": [{"text": answer}]}]}
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text(json.dumps(row, ensure_ascii=False) + "\n")
+    tokens = len(AutoTokenizer.from_pretrained(str(tiny))(answer, add_special_tokens=False)["input_ids"])
+    assert tokens > len(answer) // 2 + 8, "a character count would have cut this answer"
+    assert _answer_budget(validation, tiny) >= tokens + 1
+
+
+def test_the_last_epochs_loss_does_not_depend_on_how_often_loss_is_logged(
+    tiny: Path, data: Path, tmp_path: Path
+) -> None:
+    # A GPU logs every GPU_LOG_EVERY_STEPS steps; each logged loss is a mean over several steps, and an epoch's
+    # last steps are logged at its end. 3 steps an epoch, logged every 2: windows straddle nothing, miss nothing.
+    losses = []
+    for every in (1, 2):
+        config = _config(tiny, data, tmp_path / f"every-{every}", epochs=2, recipe=PADDED)
+        config = replace(config, extra_args={"logging_steps": every})
+        losses.append(train(config, lambda _: None).train_loss)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

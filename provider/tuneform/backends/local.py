@@ -238,7 +238,7 @@ class LocalBackend:
     ) -> dict[str, Any]:
         """Train in a child process; with a ``lender`` (a version with the same weights), only score the test set."""
         from tuneform import catalogue, processes
-        from tuneform.training.run import RunRequest
+        from tuneform.training.run import EXIT_REFUSED, REFUSED, RunRequest
 
         if lender is not None:
             progress(
@@ -297,6 +297,12 @@ class LocalBackend:
                 progress(line)
             code = child.wait()
             processes.untrack(child)
+        if code == EXIT_REFUSED:
+            raise TuningFailed(
+                f"local tuning of {request.name} refused: {(run_dir / REFUSED).read_text()}",
+                job_id=f"{request.name}:{request.spec_hash[:16]}",
+                state="FAILED",
+            )
         if code != 0:
             with log_path.open(encoding="utf-8", errors="replace") as written:
                 tail.extend(line.rstrip() for line in written)  # the traceback is in the log, not the progress

@@ -60,8 +60,8 @@ _OPENAI_REFUSED = {
     "function_call": f"expected no function call, got {{got}}. {TOOLS_FIX}",
     "name": "expected no name, got {got}. Gemini turns carry no speaker name; fold it into the content or remove "
     '"name".',
-    "weight": 'expected no weight, got {got}. Gemini tuning learns every model turn; remove "weight" (and any '
-    "message you gave weight 0).",
+    "weight": "expected no weight (or weight 1), got {got}. Gemini tuning learns every model turn and has no "
+    'per-turn weight: remove "weight" to learn this reply, or remove this reply with the user message before it.',
 }
 _OPENAI_ROLE_FIXES = {
     "tool": f" {TOOLS_FIX}",
@@ -117,6 +117,8 @@ def check_openai(obj: dict[str, Any], errs: list[Finding], ctx: Context) -> tupl
         role = message.get("role", MISSING)
         message_meant: set[str] = set()
         for key, value in message.items():
+            if key == "weight" and value == 1 and not isinstance(value, bool) and role == "assistant":
+                continue  # OpenAI's default for an assistant message: learned, as every model turn is
             if key in _OPENAI_REFUSED:
                 errs.append(Finding((*at, key), _OPENAI_REFUSED[key].format(got=describe(value)), True))
             elif key == "tool_call_id" and role == "tool":

@@ -108,8 +108,14 @@ def tokenize_conversation(tokenizer: Any, messages: list[dict[str, str]]) -> dic
                 "prefix-consistent template (ChatML, Llama 3, Gemma)."
             )
         context = tokenizer(prompt[len(done) :], add_special_tokens=False)["input_ids"]
-        answer = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
-        input_ids += context + answer
-        masks += [0] * len(context) + [1] * len(answer)
+        turn = full[len(prompt) :]
+        # The turn is learned up to its end-of-turn token; what the template writes after it (ChatML's "\n") is
+        # not the model's to say (generation stops at the end token), and learning it would flatter the loss.
+        end = tokenizer.eos_token or ""
+        cut = turn.rfind(end) + len(end) if end and end in turn else len(turn)
+        answer = tokenizer(turn[:cut], add_special_tokens=False)["input_ids"]
+        after = tokenizer(turn[cut:], add_special_tokens=False)["input_ids"] if cut < len(turn) else []
+        input_ids += context + answer + after
+        masks += [0] * len(context) + [1] * len(answer) + [0] * len(after)
         done = full
     return {"input_ids": input_ids, "assistant_masks": masks}

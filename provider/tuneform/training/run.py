@@ -94,7 +94,22 @@ class RunRequest:
             learning_rate=self.learning_rate,
             batch_size=self.batch_size,
             seed=self.seed,
+            max_length=context_length(base_model_dir),
         )
+
+
+def context_length(model_dir: Path) -> int:
+    """Positions the base model was made for (``max_position_embeddings``; 2,048 when its config does not say).
+
+    A run trains on whole examples up to this length: validation accepts examples up to the catalogue's
+    ``maxTokensPerExample`` (SmolLM2: its 8,192-token context), so cutting them shorter would drop what was accepted.
+    """
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return 2048
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    return int(text.get("max_position_embeddings") or 2048)
 
 
 _PROGRESS: list[IO[str]] = []
@@ -188,7 +203,7 @@ def run(run_dir: Path) -> dict[str, Any]:
     result = train(config, _say)
     metrics = _training_figures(run_dir, result)
     if config.validation_file is not None:
-        budget = _answer_budget(config.validation_file)
+        budget = _answer_budget(config.validation_file, base_dir)
         _say(f"evaluating the base model on the validation set (up to {budget} new tokens per answer)")
         base = evaluate(base_dir, None, config.validation_file, kind=result.kind, max_new_tokens=budget, progress=_say)
         _say("evaluating the tuned model on the validation set")
@@ -336,21 +351,30 @@ def _last_epoch_loss(checkpoint: str | None) -> float | None:
     return sum(losses) / len(losses) if losses else None
 
 
-def _answer_budget(validation_file: Path) -> int:
+def _answer_budget(validation_file: Path, base_dir: Path) -> int:
     """New tokens to generate per evaluated answer: enough for the longest reference answer, no more.
 
-    Exact match only needs the reference's length (plus slack to see that an answer does not stop); generating a
-    base model's rambling beyond that costs minutes on a CPU and changes no score.
+    Exact match only needs the reference's length in the model's own tokens (plus slack to see that an answer does
+    not stop): counted with its tokenizer, since a character is a token or more in Chinese, Hebrew or emoji.
+    Generating a base model's rambling beyond that costs minutes on a CPU and changes no score.
     """
+    from transformers import AutoTokenizer
+
     from tuneform.datasets import iter_gemini_examples
 
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     longest = 0
     for example in iter_gemini_examples(validation_file):
         for turn in example["contents"]:
             if turn["role"] == "model":
-                longest = max(longest, sum(len(part.get("text", "")) for part in turn["parts"]))
-    # Tokens are rarely shorter than 2 characters in these tokenizers; 8 more lets a wrong answer show itself.
-    return max(16, min(256, longest // 2 + 8))
+                text = "".join(part.get("text", "") for part in turn["parts"])
+                longest = max(longest, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    # 8 more lets a wrong answer show itself (and the end-of-turn token fit).
+    return max(16, min(ANSWER_TOKENS_CAP, longest + 8))
+
+
+ANSWER_TOKENS_CAP = 1024
+"""The most new tokens an evaluated answer may take: a reference longer than this cannot match exactly."""
 
 
 def main() -> None:
@@ -359,9 +383,22 @@ def main() -> None:
     # Started by the provider and watched by it; should the provider itself be killed, nobody would read our
     # progress or record our result, and our run would block its successor.
     exit_with_parent()
+    from tuneform.training.errors import TrainingError
+
     run_dir = Path(sys.argv[1])
     quiet_output(run_dir / "run.log")
-    run(run_dir)
+    try:
+        run(run_dir)
+    except TrainingError as refused:
+        # The data or the spec cannot be trained as it is: the person's to fix, said without a traceback.
+        (run_dir / REFUSED).write_text(str(refused))
+        _say(f"error: {refused}")
+        sys.exit(EXIT_REFUSED)
+
+
+EXIT_REFUSED = 3
+"""The child's exit status when training refuses the request (a ``TrainingError``); its message is in ``REFUSED``."""
+REFUSED = "refused.txt"
 
 
 if __name__ == "__main__":

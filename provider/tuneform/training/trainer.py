@@ -121,6 +121,25 @@ class TrainResult:
     """CPU time of this process during this call's training loop (see :attr:`ThroughputMeter.cpu_seconds`)."""
 
 
+def _check_target_modules(model: Any, names: list[str] | None) -> None:
+    """Refuse ``lora.targetModules`` entries the model has no linear layer for: PEFT ignores a misspelt name when
+    another matches, and an adapter that leaves out the layer a person named trains something else."""
+    import torch
+
+    if not names:
+        return
+    linear = sorted(
+        {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    )
+    missing = [name for name in names if name not in linear]
+    if missing:
+        raise TrainingError(
+            f"spec.targets.local.lora.targetModules: expected names of the base model's linear layers "
+            f"({', '.join(linear)}), got {', '.join(missing)}. Fix the spelling, or leave targetModules out to "
+            "adapt every linear layer."
+        )
+
+
 def build_lora_config(adapter_size: int | None, lora: dict[str, Any] | None) -> Any:
     """Map the spec's ``adapterSize`` and explicit ``lora`` settings to a PEFT ``LoraConfig``.
 
@@ -250,7 +269,9 @@ class ThroughputMeter:
     @property
     def steady_tokens_per_second(self) -> float:
         elapsed = self.ended - self.warm_at
-        return (self.end_tokens - self.warm_tokens) / elapsed if elapsed > 0 else math.nan
+        tokens = self.end_tokens - self.warm_tokens
+        # No step after warm-up (a run of exactly WARMUP_STEPS) measured nothing: not a rate of 0.
+        return tokens / elapsed if elapsed > 0 and tokens > 0 else math.nan
 
 
 def meter_callback(meter: ThroughputMeter) -> Any:
@@ -270,6 +291,12 @@ def meter_callback(meter: ThroughputMeter) -> Any:
     return MeterCallback()
 
 
+def weighted_mean(losses: list[tuple[float, int]]) -> float:
+    """The mean per step of logged ``(mean loss, steps it covers)`` pairs; NaN when there are none."""
+    steps = sum(count for _, count in losses)
+    return sum(loss * count for loss, count in losses) / steps if steps else math.nan
+
+
 def _progress_callback(
     progress: Callable[[str], None], log_path: Path, interval_s: float, meter: ThroughputMeter
 ) -> Any:
@@ -284,8 +311,12 @@ def _progress_callback(
         def __init__(self) -> None:
             self.log = log_path.open("a", encoding="utf-8")
             self.last_emit = -math.inf
-            self.epoch_losses: list[float] = []
-            self.last_epoch_losses: list[float] = []
+            # Each logged loss is the mean over the steps since the previous log (every step on a CPU, every
+            # GPU_LOG_EVERY_STEPS on a GPU): kept with that step count, so an epoch's mean weighs them right.
+            self.epoch_losses: list[tuple[float, int]] = []
+            self.last_epoch_losses: list[tuple[float, int]] = []
+            self.logged_step = 0
+            self.ending_epoch: float | None = None
             self.loss = math.nan
 
         def line(self, text: str, force: bool) -> None:
@@ -297,13 +328,16 @@ def _progress_callback(
                 progress(text)
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.logged_step = state.global_step
             where = f"resuming at step {state.global_step}" if state.global_step else "starting"
             self.line(f"train: {where}, {state.max_steps} steps, {args.num_train_epochs} epochs", True)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
             if logs and "loss" in logs:
                 self.loss = float(logs["loss"])
-                self.epoch_losses.append(self.loss)
+                steps, self.logged_step = state.global_step - self.logged_step, state.global_step
+                if steps > 0:
+                    self.epoch_losses.append((self.loss, steps))
                 done = state.global_step - meter.first_step
                 elapsed = time.monotonic() - meter.started
                 eta = elapsed / done * (state.max_steps - state.global_step) if done else math.nan
@@ -313,17 +347,27 @@ def _progress_callback(
                     done == 1 or state.global_step == state.max_steps,
                 )
 
-        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            # Log the steps since the last log now, inside this epoch; the epoch's line follows that log.
+            control.should_log = True
+            self.ending_epoch = state.epoch
+            return control
+
+        def close_epoch(self) -> None:
+            if self.ending_epoch is None:
+                return
             if self.epoch_losses:
-                self.last_epoch_losses = self.epoch_losses
-            self.epoch_losses = []
-            mean = sum(self.last_epoch_losses) / len(self.last_epoch_losses) if self.last_epoch_losses else math.nan
-            self.line(f"train: epoch {state.epoch:.0f} done, mean loss {mean:.4f}, checkpointing", True)
+                self.last_epoch_losses, self.epoch_losses = self.epoch_losses, []
+            mean = weighted_mean(self.last_epoch_losses)
+            self.line(f"train: epoch {self.ending_epoch:.0f} done, mean loss {mean:.4f}, checkpointing", True)
+            self.ending_epoch = None
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.close_epoch()
             self.line(f"train: checkpoint-{state.global_step} saved", False)
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.close_epoch()
             steady = meter.steady_tokens_per_second
             warm = (
                 f" (first {WARMUP_STEPS} steps {meter.warmup_seconds:.1f} s, then {steady:.0f} tokens/s)"
@@ -518,10 +562,18 @@ def build_trainer(config: TrainConfig, recipe: Recipe, progress: Callable[[str],
     tokenizer = AutoTokenizer.from_pretrained(str(config.base_model_dir))
     train_dataset = tokenized_dataset(tokenizer, config.train_file)
     too_long = sum(1 for ids in train_dataset["input_ids"] if len(ids) > config.max_length)
+    # A cut example whose model turn starts past the cut has nothing left to learn: TRL drops it, and so does
+    # cut_to_length. Say how many, and refuse a run that would have none left.
+    lost = sum(1 for mask in train_dataset["assistant_masks"] if 1 not in mask[: config.max_length])
+    if lost == len(train_dataset):
+        raise TrainingError(
+            f"train: expected examples whose model turn starts within the first {config.max_length} tokens "
+            f"(the most this run trains on), got none of {len(train_dataset)}. Shorten the examples."
+        )
     if too_long:
         progress(
-            f"train: warning: {too_long} of {len(train_dataset)} examples are longer than maxLength "
-            f"{config.max_length} tokens and are cut; raise maxLength to keep them whole"
+            f"train: warning: {too_long} of {len(train_dataset)} examples are longer than {config.max_length} "
+            "tokens and are cut" + (f"; {lost} of them have no model-turn token left and are left out" if lost else "")
         )
     if recipe.batches != "padded":
         # TRL cuts padded rows itself, but refuses max_length on padding-free rows and packs a token budget.
@@ -533,6 +585,7 @@ def build_trainer(config: TrainConfig, recipe: Recipe, progress: Callable[[str],
     )
     set_seed(config.seed)  # LoRA matrices are initialised from the global RNG, before the Trainer seeds anything
     if config.mode == "adapter":
+        _check_target_modules(model, (config.lora or {}).get("target_modules"))
         # PEFT keeps the adapter weights (and so their gradients and optimizer state) fp32 over a bf16 base.
         model = get_peft_model(model, build_lora_config(config.adapter_size, config.lora), autocast_adapter_dtype=True)
 
@@ -599,12 +652,11 @@ def train(config: TrainConfig, progress: Callable[[str], None]) -> TrainResult:
     tokenizer.save_pretrained(str(artifact_dir))
     state = trainer.state
     callback = trainer.progress_callback
-    losses = callback.last_epoch_losses or callback.epoch_losses
     result = TrainResult(
         output_dir=config.output_dir,
         artifact_dir=artifact_dir,
         kind=config.mode,
-        train_loss=sum(losses) / len(losses) if losses else math.nan,
+        train_loss=weighted_mean(callback.last_epoch_losses or callback.epoch_losses),
         steps=state.global_step,
         epochs=float(state.epoch or 0.0),
         tokens=int(state.num_input_tokens_seen),
