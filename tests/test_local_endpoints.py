@@ -109,3 +109,33 @@ def test_a_version_whose_weights_were_deleted_by_hand_is_gone(tmp_path: Path) ->
     request = EndpointRequest(name="ticket-router", model="ticket-router", traffic={1: 100}, settings={"port": 8799})
     with pytest.raises(BackendError, match=r"ticket-router@1: its weights .* are missing"):
         backend.deploy(request, None, lambda _line: None)
+
+
+@pytest.mark.training
+def test_a_refused_training_is_said_without_a_traceback(tmp_path: Path) -> None:
+    import hashlib
+
+    from training_helpers import TICKETS, build_tiny_model, write_slice
+    from tuneform.backends.base import TuningFailed, TuningRequest
+
+    tiny = build_tiny_model(tmp_path / "tiny")
+    data = write_slice(TICKETS / "train.jsonl", tmp_path / "train.jsonl", 8)
+    backend = LocalBackend(tmp_path / "repo", cache_dir=tmp_path / "cache", stack="local")
+    sha = hashlib.sha256(data.read_bytes()).hexdigest()
+    train = backend.store_dataset(str(data), sha, 8, 800)
+    request = TuningRequest(
+        name="tiny",
+        spec_hash="ab" * 32,
+        base_model=str(tiny),
+        mode="adapter",
+        adapter_size=4,
+        hyperparameters={"epochs": 1, "learningRate": 1e-3, "batchSize": 8},
+        train=train,
+        validation=None,
+        lora={"target_modules": ["q_prj"]},
+    )
+    with pytest.raises(TuningFailed) as refused:
+        backend.tune(request, lambda _line: None)
+    message = str(refused.value)
+    assert message.startswith("local tuning of tiny refused: spec.targets.local.lora.targetModules: expected names")
+    assert "Traceback" not in message
