@@ -308,3 +308,14 @@ def test_a_today_that_is_not_a_date_is_the_users_setting(
     monkeypatch.setenv("TUNEFORM_TODAY", "tomorrow")
     code, lines = _validate(_repo(tmp_path), monkeypatch, capsys)
     assert (code, lines) == (1, ["tuneform: $TUNEFORM_TODAY: expected a date YYYY-MM-DD, got 'tomorrow'. Unset it."])
+
+
+def test_a_dataset_path_written_with_dot_slash_is_the_same_dataset(tmp_path: Path) -> None:
+    from tuneform.prepare import prepare
+
+    sources = []
+    for written in ("datasets/router/train.jsonl", "./datasets/router/train.jsonl"):
+        repo = _repo(tmp_path / written.replace("/", "_"), SPEC.replace("datasets/router/train.jsonl", written))
+        (model,) = prepare(repo, "local")
+        sources.append(model.train.source)
+    assert sources == ["datasets/router/train.jsonl"] * 2

@@ -242,7 +242,8 @@ def _prepare_dataset(
 def _from_summary(split: str, written: str, summary: DatasetSummary) -> PreparedDataset:
     return PreparedDataset(
         split=split,
-        source=written,
+        # `./datasets/a.jsonl` and `datasets/a.jsonl` are one file: writing it either way changes no resource.
+        source=os.path.normpath(written),
         sha256=summary.sha256,
         examples=summary.examples,
         tokens=summary.tokens_total,
