@@ -199,3 +199,48 @@ def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_reload_serves_the_new_versions_without_a_gap(tmp_path: Path) -> None:
+    import threading
+
+    from tuneform.serving import load_config, reload
+
+    config_path, key = _write(tmp_path)
+    info = start(config_path)
+    codes: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:  # what a client sees while the endpoint changes its versions
+        while not done.is_set():
+            codes.append(httpx.get(f"{info.url}/health", timeout=10).status_code)
+
+    try:
+        tiny = support.cached_tiny_models()
+        data = json.loads(config_path.read_text())
+        data["versions"]["2"] = {"artifact_dir": str(tiny["full"]), "kind": "full"}
+        data["traffic"] = {"1": 50, "2": 50}
+        write_config(config_path, parse_config(data))
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        assert reload(info, load_config(config_path), timeout_s=120) == info
+        done.set()
+        watcher.join()
+        assert codes and set(codes) == {200}, codes
+        health = httpx.get(f"{info.url}/health").json()
+        assert (health["pid"], health["versions"], health["traffic"]) == (info.pid, [1, 2], {"1": 50, "2": 50})
+        client = openai.OpenAI(base_url=f"{info.url}/v1", api_key=key, max_retries=0)
+        answer = client.chat.completions.create(model="ticket-router@2", messages=[{"role": "user", "content": "hi"}])
+        assert answer.model == "ticket-router@2"
+
+        # A version that cannot load: the old set keeps serving, and the reload says why.
+        data["versions"]["3"] = {"artifact_dir": str(tmp_path / "missing"), "kind": "adapter"}
+        data["traffic"] = {"3": 100}
+        write_config(config_path, parse_config(data))
+        with pytest.raises(ServiceError, match="could not load the new versions and keeps serving the old ones"):
+            reload(info, load_config(config_path), timeout_s=120)
+        assert httpx.get(f"{info.url}/health").json()["versions"] == [1, 2]
+        _ask(info, key)
+    finally:
+        done.set()
+        stop(info)

@@ -401,23 +401,38 @@ class LocalBackend:
         config_path = directory / "config.json"
         info_path = directory / "service.json"
         running = service.ServiceInfo.load(info_path) if info_path.exists() else None
-        if (running is None or running.port != port) and not service.port_free(self.host, port):
+        moving = running is None or running.port != port
+        # Our own server of this endpoint that a killed `pulumi up` left unrecorded is not in the way: start stops it.
+        if moving and not service.port_free(self.host, port) and service.endpoint_on(self.host, port) != request.name:
             # Checked before the running server stops: a refused move must not leave the model unserved.
             raise BackendError(
                 f"{request.name}: port {port} on {self.host} is already in use, so the endpoint cannot move there"
                 + (f"; it keeps serving on port {running.port}" if running else "")
                 + ". Free the port, or set another `tuneform:endpointPort`."
             )
-        if running is not None:
-            # A new traffic split or version set: restart with the new config; the key stays the same.
-            service.stop(running)
-        # Checked by the server's own parser, and written atomically readable by its owner only: it holds the key.
-        write_config(config_path, parse_config(config, str(config_path)))
-        progress(f"starting the endpoint on http://{self.host}:{port} (log: {config['log_path']})")
-        try:
-            info = service.start(config_path, replace=True)  # a server a killed `pulumi up` left unrecorded goes
-        except service.ServiceError as error:
-            raise BackendError(str(error)) from None
+        parsed = parse_config(config, str(config_path))
+        if running is not None and running.port == port and service.status(running).healthy:
+            # A new traffic split or version set on the same port: the server loads it beside what it serves and
+            # switches without a gap (a restart would answer 503 while the models load).
+            serving = config_path.read_bytes() if config_path.is_file() else None
+            write_config(config_path, parsed)
+            progress(f"reloading the endpoint on http://{self.host}:{port} with versions {sorted(request.traffic)}")
+            try:
+                info = service.reload(running, parsed)
+            except service.ServiceError as error:
+                if serving is not None:  # the file says what runs: a restart must not bring up what failed
+                    config_path.write_bytes(serving)
+                raise BackendError(str(error)) from None
+        else:
+            if running is not None:
+                service.stop(running)
+            # Checked by the server's own parser, and written atomically readable by its owner only: it holds the key.
+            write_config(config_path, parsed)
+            progress(f"starting the endpoint on http://{self.host}:{port} (log: {config['log_path']})")
+            try:
+                info = service.start(config_path, replace=True)  # a server a killed `pulumi up` left unrecorded goes
+            except service.ServiceError as error:
+                raise BackendError(str(error)) from None
         info.save(info_path)
         (directory / "stack.json").write_text(json.dumps({"stack": self.stack}))
         self.registry.set_serving(request.model, set(request.traffic))

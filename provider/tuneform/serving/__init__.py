@@ -13,7 +13,16 @@ from tuneform.serving.config import (
     parse_config,
     write_config,
 )
-from tuneform.serving.service import ServiceError, ServiceInfo, ServiceStatus, info_from_config, start, status, stop
+from tuneform.serving.service import (
+    ServiceError,
+    ServiceInfo,
+    ServiceStatus,
+    info_from_config,
+    reload,
+    start,
+    status,
+    stop,
+)
 
 __all__ = [
     "ConfigError",
@@ -26,6 +35,7 @@ __all__ = [
     "info_from_config",
     "load_config",
     "parse_config",
+    "reload",
     "start",
     "status",
     "stop",

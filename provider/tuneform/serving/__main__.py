@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from tuneform.serving.config import ConfigError, load_config
 
@@ -57,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
             timeout_graceful_shutdown=5,
         )
     )
+    endpoint = app.state.endpoint
+
+    def reload(_signum: int, _frame: object) -> None:
+        # SIGHUP (tuneform.serving.service.reload): serve the rewritten configuration without a gap, off the loop.
+        threading.Thread(target=endpoint.reload, args=(args.config,), name="reload", daemon=True).start()
+
+    signal.signal(signal.SIGHUP, reload)
     server.run()
     return 1 if pool.state == "failed" else 0
 

@@ -48,7 +48,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneform.serving import gemini_api, openai_api
-from tuneform.serving.config import ServerConfig
+from tuneform.serving.config import ServerConfig, VersionConfig, revision
 from tuneform.serving.engine import ControlTokenInText, Engine, Job, QueueFull
 from tuneform.serving.pool import ModelPool
 from tuneform.serving.protocol import ApiError, Ask, Completion, Limits, object_body
@@ -150,15 +150,57 @@ class Endpoint:
     """The request pipeline over a pool of served versions."""
 
     def __init__(self, config: ServerConfig, pool: ModelPool) -> None:
-        self.config = config
-        self.pool = pool
         self.name = config.name
-        self._key = config.api_key.encode()
+        self.reloading = threading.Lock()
+        self.reload_failure: dict[str, str] | None = None
+        """The revision a reload could not serve and why (``/health`` shows it; the old versions keep serving)."""
+        self.serve(config, pool)
+
+    def serve(self, config: ServerConfig, pool: ModelPool) -> None:
+        """Answer every request from now on with ``config``'s versions in ``pool`` (one assignment each: a request
+        reads them once, so it is served wholly by the old or wholly by the new)."""
         self.limits = Limits(
             max_messages=config.max_messages,
             max_new_tokens=config.max_new_tokens_limit,
             max_prompt_tokens=config.max_prompt_tokens or 1 << 30,
         )
+        self._key = config.api_key.encode()
+        self.config, self.pool = config, pool
+
+    def reload(self, config_path: str) -> None:
+        """Serve what the configuration file says now, without a gap (the server's answer to SIGHUP).
+
+        The new versions load beside the old ones, which answer meanwhile; versions with the same weights keep their
+        engine. Then requests go to the new set, and engines no longer served stop once their running answers are
+        done. If anything fails, the old set keeps serving and ``/health`` says what failed.
+        """
+        from tuneform.serving.config import ConfigError, load_config
+
+        with self.reloading:
+            try:
+                config = load_config(config_path)
+            except ConfigError as exc:
+                self.reload_failure = {"revision": "", "error": str(exc)}
+                return
+            wanted = revision(config)
+            if (config.name, config.host, config.port) != (self.name, self.config.host, self.config.port):
+                self.reload_failure = {"revision": wanted, "error": "name, host or port changed: restart the server"}
+                return
+            old = self.pool
+            kept = {
+                number: engine
+                for number, engine in old.engines.items()
+                if number in config.versions and _same_weights(old.config.versions[number], config.versions[number])
+            }
+            pool = ModelPool(config, old._inference, running=kept)
+            pool.load()
+            if pool.state != "ready":
+                pool.stop_loaded()
+                self.reload_failure = {"revision": wanted, "error": pool.error or pool.state}
+                return
+            self.serve(config, pool)
+            self.reload_failure = None
+            _retire([engine for number, engine in old.engines.items() if kept.get(number) is not engine])
 
     # The pipeline's steps ------------------------------------------------------------------------------------------
 
@@ -213,14 +255,15 @@ class Endpoint:
     def served(self) -> list[str]:
         return [self.name, *(f"{self.name}@{n}" for n in self.config.versions)]
 
-    def resolve(self, model: str | None, request_id: str) -> int:
+    def resolve(self, model: str | None, request_id: str, config: ServerConfig | None = None) -> int:
+        config = config or self.config
         model = model.removeprefix("models/") if model else model
         if model is None or model == self.name:
-            return pick_version(self.config.traffic, request_id)
+            return pick_version(config.traffic, request_id)
         base, sep, number = model.partition("@")
         # ASCII digits only ("²" and "١" are digits to str.isdigit) and a sane length (int() refuses 4,300 digits).
         if base == self.name and sep and number.isascii() and number.isdigit() and len(number) <= 9:
-            if int(number) in self.config.versions:
+            if int(number) in config.versions:
                 return int(number)
         raise ApiError(
             404,
@@ -228,11 +271,12 @@ class Endpoint:
             code="model_not_found",
         )
 
-    def ready(self) -> None:
-        if self.pool.state != "ready":
+    def ready(self, pool: ModelPool | None = None) -> None:
+        pool = pool or self.pool
+        if pool.state != "ready":
             raise ApiError(
                 503,
-                f"The model is {self.pool.state}; retry when /health returns 200.",
+                f"The model is {pool.state}; retry when /health returns 200.",
                 code="not_ready",
                 retry_after=5,
             )
@@ -311,12 +355,14 @@ class Endpoint:
             supplied = request.headers.get("x-request-id", "")[:200]
             # Echoed in a header, so only a printable-ASCII id is (OpenAI's `user` may be any text: it only routes).
             request_id = supplied if _ECHOABLE.fullmatch(supplied) else f"req-{uuid.uuid4().hex}"
+            # One served set for the whole request, whatever a reload swaps in meanwhile.
+            config, pool = self.config, self.pool
             # The same caller stays on the same version of a traffic split.
-            version = self.resolve(ask.model, supplied or ask.user or request_id)
-            self.ready()
-            engine = self.pool.engines[version]
+            version = self.resolve(ask.model, supplied or ask.user or request_id, config)
+            self.ready(pool)
+            engine = pool.engines[version]
             asked = ask.decoding.max_new_tokens is not None
-            ask = ask.with_defaults(self.pool.defaults(version))
+            ask = ask.with_defaults(pool.defaults(version))
             seed = _seed_for(request_id) if ask.decoding.seed is None else ask.decoding.seed
             prompt, ask = await self.prompt(engine, ask, asked=asked)
             run = self.start(engine, ask, prompt, seed)
@@ -352,6 +398,9 @@ class Endpoint:
         body["versions"] = sorted(self.config.versions)
         body["traffic"] = {str(v): p for v, p in self.config.traffic.items()}
         body["pid"] = os.getpid()
+        body["revision"] = revision(self.config)
+        if self.reload_failure is not None:
+            body["reloadFailure"] = self.reload_failure
         body["waiting"] = {str(n): engine.waiting for n, engine in self.pool.engines.items()}
         body["running"] = {str(n): len(engine.decoder.rows) for n, engine in self.pool.engines.items()}
         if self.pool.error:
@@ -396,9 +445,10 @@ class Endpoint:
         try:
             self.authorize(request, GEMINI)
             ask = gemini_api.parse_count(await self.body(request), model, self.limits)
-            version = self.resolve(ask.model, f"count-{uuid.uuid4().hex}")
-            self.ready()
-            ids = await self.tokens(self.pool.engines[version], ask)
+            config, pool = self.config, self.pool
+            version = self.resolve(ask.model, f"count-{uuid.uuid4().hex}", config)
+            self.ready(pool)
+            ids = await self.tokens(pool.engines[version], ask)
         except ApiError as err:
             return self.reply(GEMINI, err)
         return JSONResponse({"totalTokens": len(ids)}, headers={"X-Tuneform-Model-Version": str(version)})
@@ -552,4 +602,27 @@ def create_app(config: ServerConfig, pool: ModelPool | None = None, *, load_in_b
     app.router.redirect_slashes = False
     app.add_middleware(AccessLog)
     app.state.pool = models
+    app.state.endpoint = endpoint
     return app
+
+
+def _same_weights(old: VersionConfig, new: VersionConfig) -> bool:
+    return (old.artifact_dir, old.base_model_dir, old.kind) == (new.artifact_dir, new.base_model_dir, new.kind)
+
+
+RETIRE_GRACE_S = 60.0
+"""How long an engine no longer served may take to finish the answers it is generating before it stops."""
+
+
+def _retire(engines: list[Engine]) -> None:
+    """Stop engines once their running and waiting answers are done (in the background)."""
+
+    def wait_then_stop() -> None:
+        deadline = time.monotonic() + RETIRE_GRACE_S
+        while time.monotonic() < deadline and any(e.waiting or e.decoder.rows for e in engines):
+            time.sleep(0.1)
+        for engine in engines:
+            engine.stop()
+
+    if engines:
+        threading.Thread(target=wait_then_stop, name="retire-engines", daemon=True).start()

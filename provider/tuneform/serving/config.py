@@ -21,6 +21,7 @@ long, 300), and the request limits: ``max_body_bytes`` (1 MiB), ``max_messages``
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -121,6 +122,13 @@ class ServerConfig:
             "max_batch": self.max_batch,
             "max_waiting": self.max_waiting,
         }
+
+
+def revision(config: ServerConfig) -> str:
+    """A short fingerprint of what a configuration serves (the key left out: ``/health`` shows it to anyone), so
+    whoever rewrote the file can tell when the server serves it."""
+    shown = {key: value for key, value in config.to_json().items() if key != "api_key"}
+    return hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def generate_api_key() -> str:

@@ -61,7 +61,12 @@ class ModelPool:
     """
 
     def __init__(
-        self, config: ServerConfig, inference: Inference | None = None, on_failure: Callable[[], None] | None = None
+        self,
+        config: ServerConfig,
+        inference: Inference | None = None,
+        on_failure: Callable[[], None] | None = None,
+        *,
+        running: dict[int, Engine] | None = None,
     ) -> None:
         self.config = config
         self._inference = inference
@@ -69,12 +74,17 @@ class ModelPool:
         self.state = "loading"
         self.error: str | None = None
         self.engines: dict[int, Engine] = {}
+        self._running = dict(running or {})
+        """Engines already serving some of these versions (a reload keeps them rather than loading them again)."""
 
     def load(self) -> None:
         """Loads all versions (blocking) and starts their engines; records ``failed`` and the error, never raises."""
         try:
             inference = self._inference or importlib.import_module(self.config.inference)
             for number, version in self.config.versions.items():
+                if number in self._running:
+                    self.engines[number] = self._running[number]
+                    continue
                 started = time.monotonic()
                 _say(f"loading {self.config.name}@{number} ({version.kind}) from {version.artifact_dir}")
                 model, tokenizer = inference.load_for_inference(
@@ -92,8 +102,9 @@ class ModelPool:
                 )
                 self.engines[number] = engine
                 _say(f"loaded {self.config.name}@{number} in {time.monotonic() - started:.1f}s")
-            for engine in self.engines.values():
-                engine.start()
+            for number, engine in self.engines.items():
+                if number not in self._running:
+                    engine.start()
             self.state = "ready"
             _say(f"ready: {self.config.name} on http://{self.config.host}:{self.config.port}")
         except Exception as exc:  # noqa: BLE001 - any loading failure must reach /health and the log, not kill a thread silently
@@ -106,6 +117,12 @@ class ModelPool:
     def stop(self) -> None:
         for engine in self.engines.values():
             engine.stop()
+
+    def stop_loaded(self) -> None:
+        """Stop the engines this pool loaded itself (a failed reload: the ones it kept still serve)."""
+        for number, engine in self.engines.items():
+            if number not in self._running:
+                engine.stop()
 
     def defaults(self, version: int) -> Decoding:
         return version_defaults(self.config, self.config.versions[version])

@@ -119,6 +119,13 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def endpoint_on(host: str, port: int) -> str | None:
+    """The name of the tuneform endpoint answering on ``host:port``, or ``None`` (nothing, or another program)."""
+    code, body = _health(host, port)
+    name = body.get("name") if code else None
+    return str(name) if isinstance(name, str) else None
+
+
 def port_free(host: str, port: int) -> bool:
     """Whether a server could listen on ``host:port`` now."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -267,6 +274,47 @@ def status(info: ServiceInfo) -> ServiceStatus:
     if code == 0:
         return ServiceStatus(True, False, f"process {info.pid} runs but {info.url}/health does not answer")
     return ServiceStatus(True, False, f"{info.url}/health answered {code} {body.get('status', '')}".strip())
+
+
+def reload(info: ServiceInfo, config: ServerConfig, *, timeout_s: float | None = None) -> ServiceInfo:
+    """Has a running server serve its rewritten configuration without a gap (SIGHUP; see ``Endpoint.reload``).
+
+    Args:
+        info: The running server (same name, host and port as ``config``).
+        config: What its configuration file now holds.
+        timeout_s: How long to wait; defaults to the config's ``load_timeout_s``.
+
+    Returns:
+        ``info``: the same process serves on.
+
+    Raises:
+        ServiceError: The server is gone, could not load the new versions (it keeps serving the old ones), or did
+            not finish in time.
+    """
+    from tuneform.serving.config import revision
+
+    wanted = revision(config)
+    host, port = info.url.removeprefix("http://").rsplit(":", 1)
+    os.kill(info.pid, signal.SIGHUP)
+    deadline = time.monotonic() + (config.load_timeout_s if timeout_s is None else timeout_s)
+    while time.monotonic() < deadline:
+        code, body = _health(host.strip("[]"), int(port))
+        if code == 200 and body.get("revision") == wanted and body.get("pid") == info.pid:
+            return info
+        failure = body.get("reloadFailure") or {}
+        if failure and failure.get("revision") in (wanted, ""):
+            raise ServiceError(
+                f"{config.name}: the endpoint could not load the new versions and keeps serving the old ones: "
+                f"{failure.get('error')}. Last lines of {info.log_path}:\n{_tail(info.log_path)}"
+            )
+        if not _is_server_process(info.pid, info.config_path):
+            raise ServiceError(
+                f"{config.name}: the endpoint server exited. Last lines of {info.log_path}:\n{_tail(info.log_path)}"
+            )
+        time.sleep(0.2)
+    raise ServiceError(
+        f"{config.name}: the endpoint did not serve the new versions within the load timeout; see {info.log_path}"
+    )
 
 
 def stop(info: ServiceInfo, *, grace_s: float = 10.0) -> None:
