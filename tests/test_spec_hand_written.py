@@ -319,3 +319,30 @@ def test_a_dataset_path_written_with_dot_slash_is_the_same_dataset(tmp_path: Pat
         (model,) = prepare(repo, "local")
         sources.append(model.train.source)
     assert sources == ["datasets/router/train.jsonl"] * 2
+
+
+def test_labels_leave_room_and_names_for_tuneforms_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GCP takes at most 64 labels on a resource, and tuneform sets 5 of its own (managed-by, tuneform-*).
+    many = ", ".join(f"l{i}: x" for i in range(60))
+    spec = SPEC.replace("  name: router\n", f"  name: router\n  labels: {{managed-by: me, {many}}}\n")
+    code, lines = _validate(_repo(tmp_path, spec), monkeypatch, capsys)
+    assert code == 1
+    assert any("expected at most 59 labels, got 61" in line for line in lines), lines
+    assert any("metadata.labels.managed-by: expected a label key of your own" in line for line in lines), lines
+
+
+def test_a_gs_training_set_has_unknown_tokens_and_its_uri_names_the_run(tmp_path: Path) -> None:
+    from tuneform.prepare import prepare
+
+    spec = SPEC.replace("smollm2-135m-instruct", "gemini-3.5-flash").replace(
+        "learningRate: 0.0002", "learningRateMultiplier: 1.0"
+    )
+    prepared = []
+    for uri in ("gs://bkt-a/team/tickets-2026-10.jsonl", "gs://bkt-a/team/tickets-2026-11.jsonl"):
+        repo = _repo(tmp_path / uri.rsplit("/", 1)[1], spec.replace("datasets/router/train.jsonl", uri))
+        (model,) = prepare(repo, "vertex", prices={"gemini-3.5-flash": 5.0})
+        prepared.append(model)
+    assert prepared[0].spec_hash != prepared[1].spec_hash
+    assert [(m.training_tokens, m.estimated_cost) for m in prepared] == [(0, None), (0, None)]

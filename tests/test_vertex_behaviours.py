@@ -275,3 +275,77 @@ def test_8_a_custom_service_account_gets_the_roles_tuning_needs():
         return pulumi.Output.all(*[r.urn for r in resources]).apply(check)
 
     declare()
+
+
+# Found by a hostile pass over the Vertex path (each test fails on the code before it).
+
+
+def test_9_refresh_drops_a_version_whose_model_was_deleted(emu):
+    """A model deleted in the console (or by another stack) left `pulumi up` failing on its endpoint for good."""
+    be = backend(emu)
+    first = be.tune(request(), quiet)
+    assert be.tuning_status(first.job_id) is not None
+    emu.drop_model(first.model)
+    assert be.tuning_status(first.job_id) is None, "refresh drops it, and the next up tunes again (test_4)"
+
+
+def test_10_a_connection_dropped_while_waiting_is_retried():
+    """One network blip during an hours-long wait ended `pulumi up` with a requests traceback."""
+    import requests
+
+    from tuneform.backends.vertex._api import Retry
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise requests.exceptions.ConnectionError("connection reset by peer")
+        return "RUNNING"
+
+    assert Retry(initial=0.01, timeout=5).call(flaky) == "RUNNING" and len(calls) == 3
+
+
+def _job_props(**changes: object) -> dict:
+    props = {
+        "name": "router",
+        "baseModel": "gemini-3.5-flash",
+        "mode": "adapter",
+        "trainSha256": "",
+        "region": "us-central1",
+        "remoteData": ["gs://bkt-a/team/tickets-2026-10.jsonl"],
+        "specHash": "a" * 64,
+        "estimatedCost": 0.0,
+        "estimatedTrainingTokens": 0,
+        "tokenMethod": "unknown: remote file",
+    }
+    props.update(changes)
+    return props
+
+
+def test_11_a_gs_dataset_is_named_by_its_uri_and_no_cap_lets_it_through():
+    """A gs:// training set was recorded as 0 tokens ($0.00, so any maxTrainingCost passed), and pointing the spec
+    at another object changed no job: the next re-tune trained on the old object."""
+    from tuneform.resources.tuning_job import TuningJobProvider
+
+    provider = TuningJobProvider(BackendSettings(target="vertex", repo_root="."))
+    old = _job_props()
+    moved = _job_props(remoteData=["gs://bkt-a/team/tickets-2026-11.jsonl"])
+    assert provider.diff("job", old, moved).replaces == ["remoteData"]
+    (failure,) = provider.check({}, {**old, "maxTrainingCost": 0.01}).failures
+    assert "the training data is not in the repository (a gs:// dataset)" in failure.reason
+    # A job created before tuneform recorded remoteData is not re-tuned by the upgrade.
+    before = {k: v for k, v in old.items() if k != "remoteData"}
+    assert provider.diff("job", before, old).replaces == []
+
+
+def test_12_a_new_region_is_a_new_job_and_epochs_left_to_vertex_bound_no_cap():
+    from tuneform.resources.tuning_job import TuningJobProvider
+
+    provider = TuningJobProvider(BackendSettings(target="vertex", repo_root="."))
+    local = _job_props(remoteData=None, tokenMethod="estimate", estimatedCost=1.0, estimatedTrainingTokens=100_000)
+    assert provider.diff("job", local, {**local, "region": "europe-west4"}).replaces == ["region"]
+    capped = {**local, "maxTrainingCost": 100.0}
+    assert provider.check({}, capped).failures == []
+    (failure,) = provider.check({}, {**capped, "epochsAssumed": True}).failures
+    assert "leaves epochs to Vertex AI" in failure.reason

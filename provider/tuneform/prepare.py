@@ -58,6 +58,12 @@ class PreparedModel:
     """Local target: checked and converted like the validation set, scored after tuning, never trained on."""
     weights_hash: str = ""
     """``ResolvedSpec.weights_hash``: versions with this hash have the same weights."""
+    epochs_assumed: bool = False
+    """The spec leaves epochs to Vertex AI: the cost rests on the plan's assumption (no bound for a cost cap)."""
+
+
+def _identity(data: PreparedDataset) -> str:
+    return data.sha256 or data.source
 
 
 def cache_root(repo_root: Path) -> Path:
@@ -119,7 +125,9 @@ def prepare(
         test = _prepare_dataset(repo_root, spec, "test", problems, say, counting=counting)
         if train is None:
             continue
-        run = estimate_run(spec, train.tokens, stack_price=(prices or {}).get(spec.base_model))
+        # A gs:// training set is not counted here: its tokens are unknown, not 0 (a cost cap must not pass it).
+        counted = train.tokens if train.sha256 else None
+        run = estimate_run(spec, counted, stack_price=(prices or {}).get(spec.base_model))
         prepared.append(
             PreparedModel(
                 spec=spec,
@@ -129,9 +137,13 @@ def prepare(
                 training_tokens=run.training_tokens or 0,
                 estimated_cost=run.cost,
                 price_confirmed=run.price_confirmed,
-                spec_hash=spec.spec_hash(data_hash := train.sha256 + ":" + (validation.sha256 if validation else "")),
+                # A gs:// object's name stands for its content, which nothing here can read.
+                spec_hash=spec.spec_hash(
+                    data_hash := _identity(train) + ":" + (_identity(validation) if validation else "")
+                ),
                 weights_hash=spec.weights_hash(data_hash),
                 test=test,
+                epochs_assumed=spec.target == "vertex" and run.epochs_text.startswith("auto"),
             )
         )
     if problems:

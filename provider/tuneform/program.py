@@ -101,6 +101,10 @@ class TunedModel(pulumi.ComponentResource):
             estimated_cost=prepared.estimated_cost,
             max_training_cost=max_training_cost,
             region=settings.region or None,
+            # The user's own gs:// objects: their content is not hashed here, so their names are what identify it.
+            remote_data=[u for u in (spec.dataset.train, spec.dataset.validation) if u and u.startswith("gs://")]
+            or None,
+            epochs_assumed=prepared.epochs_assumed or None,
             opts=child,
         )
         version = ModelVersion(

@@ -48,8 +48,54 @@ TRAINING_INPUTS = (
     "continueFrom",
     "intermediateCheckpoints",
     "generation",
+    "region",
+    "remoteData",
 )
 IN_PLACE_INPUTS = ("description", "labels")
+
+_ADDED_LATER = ("remoteData",)
+"""Training inputs a job created before they existed does not record: compared once both sides have them, so
+upgrading tuneform re-tunes nothing."""
+
+
+def _over_cap(news: dict[str, Any], limit: float) -> str | None:
+    """Why a new run may not start under a cost cap of ``limit`` USD, or ``None`` when it may."""
+    cap = f"{news['name']}: tuneform:maxTrainingCost is ${limit:,.2f}, but"
+    remove = "or remove the cap with `pulumi config rm tuneform:maxTrainingCost`."
+    cost, tokens = news.get("estimatedCost"), news.get("estimatedTrainingTokens", 0)
+    if str(news.get("tokenMethod", "")).startswith("unknown"):
+        return (
+            f"{cap} the training data is not in the repository (a gs:// dataset), so its tokens and the run's cost "
+            f"cannot be counted here. Keep the dataset in the repository (tuneform uploads it), {remove}"
+        )
+    if news.get("epochsAssumed"):
+        return (
+            f"{cap} the spec leaves epochs to Vertex AI, which chooses them from the dataset, so the plan's "
+            f"assumption bounds nothing. Set `spec.hyperparameters.epochs`, {remove}"
+        )
+    if cost is None:
+        return (
+            f"{cap} the price of tuning {news['baseModel']} is not known, so the cost of {tokens:,} training tokens "
+            "cannot be checked against it. Set the price you pay per 1M training tokens with `pulumi config set "
+            f"--path 'tuneform:trainingPrices[\"{news['baseModel']}\"]' <usd>` (see Google's Vertex AI pricing "
+            f"page), {remove}"
+        )
+    if float(cost) > limit:
+        return (
+            f"{news['name']}: estimated training cost ${float(cost):,.2f} ({tokens:,} training tokens) exceeds the "
+            f"stack's maxTrainingCost ${limit:,.2f}. Lower epochs or the dataset size, or raise it with "
+            "`pulumi config set tuneform:maxTrainingCost <usd>`."
+        )
+    return None
+
+
+def replaced_by(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
+    """The training inputs whose change makes a new run (what ``diff`` replaces on)."""
+    return [
+        key
+        for key in TRAINING_INPUTS
+        if olds.get(key) != news.get(key) and not (key in _ADDED_LATER and key not in olds)
+    ]
 
 
 class TuningJobProvider(ResourceProvider):
@@ -59,28 +105,15 @@ class TuningJobProvider(ResourceProvider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         """Refuse, at preview time, a new run whose cost exceeds the stack's ``maxTrainingCost`` or is unknown.
 
-        A cap that an unknown price lets through would be worse than none: with ``maxTrainingCost`` set, a run whose
-        price per token is not known is refused with how to set the price.
+        A cap that an unknown figure lets through would be worse than none: with ``maxTrainingCost`` set, a run whose
+        price, tokens (a gs:// dataset) or epochs (left to Vertex AI) are not known is refused, saying what to set.
         """
-        limit, cost = news.get("maxTrainingCost"), news.get("estimatedCost")
-        rerun = not _olds or _olds.get("specHash") != news.get("specHash")
-        if rerun and limit is not None and cost is None and not news.get("adopt"):
-            reason = (
-                f"{news['name']}: tuneform:maxTrainingCost is ${float(limit):,.2f}, but the price of tuning "
-                f"{news['baseModel']} is not known, so the cost of {news.get('estimatedTrainingTokens', 0):,} "
-                "training tokens cannot be checked against it. Set the price you pay per 1M training tokens with "
-                f"`pulumi config set --path 'tuneform:trainingPrices[\"{news['baseModel']}\"]' <usd>` (see Google's "
-                "Vertex AI pricing page), or remove the cap with `pulumi config rm tuneform:maxTrainingCost`."
-            )
-            return CheckResult(news, [CheckFailure("estimatedCost", reason)])
-        if rerun and limit is not None and cost is not None and float(cost) > float(limit):
-            reason = (
-                f"{news['name']}: estimated training cost ${float(cost):,.2f} "
-                f"({news.get('estimatedTrainingTokens', 0):,} training tokens) exceeds the stack's maxTrainingCost "
-                f"${float(limit):,.2f}. Lower epochs or the dataset size, or raise it with "
-                f"`pulumi config set tuneform:maxTrainingCost <usd>`."
-            )
-            return CheckResult(news, [CheckFailure("estimatedCost", reason)])
+        limit = news.get("maxTrainingCost")
+        rerun = not _olds or bool(replaced_by(_olds, news))
+        if rerun and limit is not None and not news.get("adopt"):
+            refused = _over_cap(news, float(limit))
+            if refused is not None:
+                return CheckResult(news, [CheckFailure("estimatedCost", refused)])
         return CheckResult(news, [])
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -127,7 +160,7 @@ class TuningJobProvider(ResourceProvider):
         return CreateResult(id_=outcome.job_id, outs={**props, **_outcome_outputs(outcome)})
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return diff_inputs(olds, news, replace_on=TRAINING_INPUTS, update_on=IN_PLACE_INPUTS)
+        return diff_inputs(olds, news, replace_on=tuple(replaced_by(olds, news)), update_on=IN_PLACE_INPUTS)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         build_backend(self.settings).update_metadata(id_, news.get("description", ""), dict(news.get("labels") or {}))
@@ -208,6 +241,8 @@ class TuningJob(Resource, module="tuneform", name="TuningJob"):
         max_training_cost: float | None = None,
         region: str | None = None,
         weights_hash: str = "",
+        remote_data: list[str] | None = None,
+        epochs_assumed: bool | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         # The inputs cross to the provider under their camelCase names: the one mapping of this boundary, and

@@ -183,7 +183,12 @@ def _odd_problem(doc: SourceDocument, path: FieldPath, odd: Any, is_key: bool) -
 def _property_names(doc: SourceDocument, owner: FieldPath, key: Any) -> Problem:
     """A key of a free-form mapping (labels, traffic) breaks the mapping's key rule."""
     child = (*owner, key)
-    if owner[-1:] == ("labels",):
+    if owner[-1:] == ("labels",) and (str(key).startswith("tuneform-") or key == "managed-by"):
+        message = (
+            f"expected a label key of your own, got {got(key)}, which tuneform sets itself on every resource. Rename "
+            f"it, e.g. `team-{key}: ...`."
+        )
+    elif owner[-1:] == ("labels",):
         fix = _slug(key, "_-")
         message = f"expected {_LABEL_KEY_RULE}, got {got(key)}. Rename it: `{fix}: ...`."
     else:

@@ -74,6 +74,7 @@ def api_errors(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
         def inner(*args: Any, **kwargs: Any) -> T:
+            import requests
             from google.api_core import exceptions
             from google.auth import exceptions as auth_exceptions
 
@@ -85,6 +86,13 @@ def api_errors(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
                 raise BackendError(
                     f"vertex: {what} needs Google credentials and found none: run `gcloud auth application-default "
                     "login`, or give CI a workload identity (see the README's Vertex AI section)"
+                ) from None
+            except auth_exceptions.RefreshError as e:
+                raise BackendError(f"vertex: {what} failed: Google credentials could not be refreshed ({e})") from None
+            except (requests.exceptions.ConnectionError, auth_exceptions.TransportError) as e:
+                raise BackendError(
+                    f"vertex: {what} failed: Google could not be reached ({e}). A job already created keeps running; "
+                    "the next `pulumi up` finds it."
                 ) from None
 
         return inner
@@ -171,14 +179,21 @@ class Retry:
 
     def call(self, fn: Callable[..., T], report: Progress | None = None, /, **kwargs: Any) -> T:
         """``fn(**kwargs)``, retried; a persistent failure becomes a ``BackendError`` that says what to do."""
+        import requests
         from google.api_core import exceptions, retry
+        from google.auth import exceptions as auth_exceptions
 
         def on_error(e: BaseException) -> None:
             (stderr if report is None else report)(f"vertex: {e}; retrying")
 
         policy = retry.Retry(
+            # A dropped connection is as passing as a 503: a wait of hours must not end on one network blip.
             predicate=retry.if_exception_type(
-                exceptions.TooManyRequests, exceptions.ServiceUnavailable, exceptions.GatewayTimeout
+                exceptions.TooManyRequests,
+                exceptions.ServiceUnavailable,
+                exceptions.GatewayTimeout,
+                requests.exceptions.ConnectionError,
+                auth_exceptions.TransportError,
             ),
             initial=self.initial,
             maximum=self.initial * 30,

@@ -178,6 +178,7 @@ class VertexBackend:
 
     # ---- datasets --------------------------------------------------------------------------------------------
 
+    @api_errors("uploading a dataset")
     def store_dataset(
         self, converted_path: str, sha256: str, examples: int, tokens: int, upload_format: str = "gemini"
     ) -> DatasetArtifact:
@@ -211,6 +212,7 @@ class VertexBackend:
 
     # ---- tuning ----------------------------------------------------------------------------------------------
 
+    @api_errors("tuning")
     def tune(self, request: TuningRequest, progress: Progress) -> TuningOutcome:
         """Adopt (explicitly, or the job of this name and spec hash) or create a tuning job, then wait for its end.
 
@@ -486,6 +488,11 @@ class VertexBackend:
             job = self.retry.call(self.hosts.tuning(location_of(job_id)).get_tuning_job, name=job_id)
         except exceptions.NotFound:
             return None
+        if state_name(job) == "JOB_STATE_SUCCEEDED" and job.tuned_model.model:
+            if self.registry.get(str(job.tuned_model.model)) is None:
+                # Its model was deleted (in the console, or by another stack): the job is history, the version gone.
+                # `pulumi refresh` drops it, and the next `pulumi up` tunes again instead of failing on its endpoint.
+                return None
         return outcome(job, reused=False)
 
     @api_errors("cancelling a tuning job")
@@ -505,8 +512,15 @@ class VertexBackend:
             return
         try:
             self.retry.call(client.cancel_tuning_job, name=job_id)
-        except exceptions.FailedPrecondition:
-            stderr(f"vertex: {job_id} ended before it could be cancelled")  # an earlier attempt's answer was lost
+        except (exceptions.FailedPrecondition, exceptions.BadRequest) as refused:
+            # FAILED_PRECONDITION arrives over REST as HTTP 400 (BadRequest): the job ended meanwhile, or an earlier
+            # attempt's answer was lost. Anything else the API refuses is still an error.
+            ended = self.retry.call(client.get_tuning_job, name=job_id)
+            if state_name(ended) not in (*TERMINAL_STATES, "JOB_STATE_CANCELLING"):
+                raise
+            stderr(
+                f"vertex: {job_id} ended ({short(state_name(ended))}) before it could be cancelled ({refused.message})"
+            )
             return
         stderr(f"vertex: cancellation of {job_id} requested (was {short(state)})")
 
@@ -592,7 +606,10 @@ class VertexBackend:
         progress(f"vertex: {request.name} v{version} is served by {endpoint}")
         state = self.registry.endpoint_state(endpoint, {"project": self.project})
         if state is None:
-            raise BackendError(f"{request.name}: endpoint {endpoint} of version {version} no longer exists")
+            raise BackendError(
+                f"{request.name}: endpoint {endpoint} of version {version} no longer exists (its model was deleted "
+                "outside this stack?). Run `pulumi refresh` to drop the version, then `pulumi up` to tune it again."
+            )
         return state
 
     @api_errors("reading an endpoint")
