@@ -53,7 +53,7 @@ TRAINING_INPUTS = (
 )
 IN_PLACE_INPUTS = ("description", "labels")
 
-_ADDED_LATER = ("remoteData",)
+_ADDED_LATER = ("region", "remoteData")
 """Training inputs a job created before they existed does not record: compared once both sides have them, so
 upgrading tuneform re-tunes nothing."""
 
