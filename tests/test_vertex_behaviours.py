@@ -349,3 +349,18 @@ def test_12_a_new_region_is_a_new_job_and_epochs_left_to_vertex_bound_no_cap():
     assert provider.check({}, capped).failures == []
     (failure,) = provider.check({}, {**capped, "epochsAssumed": True}).failures
     assert "leaves epochs to Vertex AI" in failure.reason
+
+
+def test_13_two_stacks_of_one_project_keep_their_jobs_apart(emu):
+    """Two stacks in one project and region (staging, prod) shared jobs: prod adopted staging's, and staging's
+    destroy deleted the model prod served. Jobs now carry their stack; one made before that belongs to any."""
+    staging, prod = backend(emu, stack="staging"), backend(emu, stack="prod")
+    first = staging.tune(request(), quiet)
+    second = prod.tune(request(), quiet)
+    assert emu.creates == 2 and not second.reused and second.model != first.model
+    assert prod.tuning_status(second.job_id) is not None
+    staging.delete_version("router", first.version)
+    assert emu.live_models() == [second.model]
+    assert prod.tuning_status(second.job_id) is not None, "prod's model survives staging's destroy"
+    # The same stack adopts its own job, as before.
+    assert prod.tune(request(), quiet).reused

@@ -29,7 +29,10 @@ SPEC_HASH_LABEL = "tuneform-spec-hash"
 NAME_LABEL = "tuneform-name"
 VERSION_LABEL = "tuneform-version"
 MANAGED_BY_LABEL = "managed-by"
-OWN_LABELS = (SPEC_HASH_LABEL, NAME_LABEL, VERSION_LABEL, MANAGED_BY_LABEL)
+STACK_LABEL = "tuneform-stack"
+"""The Pulumi stack a job belongs to: two stacks of one project and region never adopt, continue from or delete
+each other's jobs (a job without it, made before it existed, belongs to any)."""
+OWN_LABELS = (SPEC_HASH_LABEL, NAME_LABEL, VERSION_LABEL, MANAGED_BY_LABEL, STACK_LABEL)
 
 MULTI_REGIONS = ("us", "eu")
 

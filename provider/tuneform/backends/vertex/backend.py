@@ -47,6 +47,7 @@ from tuneform.backends.vertex._api import (
     NAME_LABEL,
     OWN_LABELS,
     SPEC_HASH_LABEL,
+    STACK_LABEL,
     TERMINAL_STATES,
     Hosts,
     Retry,
@@ -117,8 +118,10 @@ class VertexBackend:
         retry_initial: float = BackendSettings.retry_seconds[0],
         retry_timeout: float = BackendSettings.retry_seconds[1],
         lost_create_wait_s: float = LOST_CREATE_WAIT_S,
+        stack: str = "",
     ) -> None:
         self.project = project
+        self.stack = label_value(stack) if stack else ""
         self.region = region
         self.hosts = Hosts(dict(api_endpoints or {}))
         self.retry = Retry(retry_initial, retry_timeout)
@@ -165,6 +168,7 @@ class VertexBackend:
             poll=(float(poll[0]), float(poll[1])),
             retry_initial=float(retry[0]),
             retry_timeout=float(retry[1]),
+            stack=settings.stack,
         )
 
     @property
@@ -307,6 +311,8 @@ class VertexBackend:
         # CreateTuningJob takes no request id and names the job itself: the token is ours to find it by.
         pending = JobMarker(uuid.uuid4().hex, time.time())
         tuning_job.labels[REQUEST_LABEL] = pending.token
+        if self.stack:
+            tuning_job.labels[STACK_LABEL] = self.stack
         pending = self.store.write_marker(name, spec_hash, pending, replaces=marker)
         try:
             job = client.create_tuning_job(parent=self.parent, tuning_job=tuning_job)
@@ -337,6 +343,8 @@ class VertexBackend:
         try:
             job = self.retry.call(client.get_tuning_job, progress, name=marker.job)
         except exceptions.NotFound:
+            return None
+        if not self._ours(job):  # two stacks sharing one bucket: the marker names the other stack's job
             return None
         adoptable = self._adoptable([job], spec_hash, progress)
         if adoptable is not None:
@@ -415,8 +423,13 @@ class VertexBackend:
     def _jobs_of(
         self, client: aiplatform_v1beta1.GenAiTuningServiceClient, name: str, report: Progress | None = None
     ) -> list[aiplatform_v1beta1.TuningJob]:
-        """Every job of one spec name in this location, newest first."""
-        return self._list(client, NAME_LABEL, label_value(name), report)
+        """Every job of one spec name in this location that this stack may adopt, continue from or delete, newest
+        first: its own, and those made before jobs carried their stack."""
+        jobs = self._list(client, NAME_LABEL, label_value(name), report)
+        return [job for job in jobs if self._ours(job)]
+
+    def _ours(self, job: aiplatform_v1beta1.TuningJob) -> bool:
+        return not self.stack or job.labels.get(STACK_LABEL, self.stack) == self.stack
 
     def _list(
         self,
