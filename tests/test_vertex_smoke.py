@@ -48,3 +48,26 @@ def test_smoke_kit_passes_against_the_emulators_and_leaves_nothing(pulumi_engine
         assert [host for method, path, host, _ in emu.requests if path.endswith(":generateContent")] == ["us"]
         # retain: false, so destroy took the tuned model and its endpoint with it.
         assert emu.live_models() == [] and emu.live_endpoints() == []
+
+
+def test_an_up_that_runs_too_long_leaves_no_job_running(
+    pulumi_engine: Path, gcs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A job queued behind the project's quota can outlast `pulumi up`'s own time limit: the kit then stopped the
+    # engine, lost its report and left the job billing. Here the limit is 30 s and the job runs 120 s.
+    from tuneform import smoke
+
+    monkeypatch.setenv("PATH", f"{pulumi_engine}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(smoke, "ENGINE_GRACE_S", -30.0)
+    with VertexEmulator(queued_seconds=0.2, running_seconds=120.0) as emu:
+        report_file = tmp_path / "report.md"
+        code = smoke.main(
+            ["--project", "test-project", "--region", "us-central1", "--bucket", BUCKET, "--deadline", "60",
+             "--api-endpoints", json.dumps(emu.endpoints), "--storage-endpoint", gcs.url, "--emulator-token",
+             "--poll", "0.1", "0.5", "--report", str(report_file)]
+        )  # fmt: skip
+        report = report_file.read_text()
+        assert code == 1
+        assert "| up | failed |" in report and "ran past 30 s and was stopped; cancelled projects/" in report, report
+        assert "| destroy | ok |" in report, report
+        assert len(emu.received("POST", ":cancel")) == 1

@@ -148,7 +148,7 @@ class _Pulumi:
             NO_COLOR="1",
         )
 
-    def __call__(self, *args: str, timeout: float = 4 * 3600) -> subprocess.CompletedProcess[str]:
+    def __call__(self, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["pulumi", *args, "--non-interactive", "--color=never"],
             cwd=self.root,
@@ -185,6 +185,36 @@ def _ask(outputs: dict[str, Any], emulator_token: bool) -> str:
     return str(answer.text)
 
 
+ENGINE_GRACE_S = 1800.0
+"""How long past tuneform's own deadline (``--deadline``, which ends the wait first and says so) `pulumi up` may run
+before the kit stops it: a stopped engine leaves a job no state records, which the kit then cancels itself."""
+
+
+def _cancel_live_jobs(args: argparse.Namespace) -> str:
+    """Cancel the smoke stack's tuning jobs that still run; says what it did, for the report."""
+    from tuneform.backends.vertex import VertexBackend
+    from tuneform.backends.vertex._api import LIVE_STATES, state_name
+
+    raw = args.api_endpoints or ""
+    endpoints = json.loads(raw) if raw.lstrip().startswith("{") else ({"*": raw} if raw else {})
+    try:
+        backend = VertexBackend(
+            args.project,
+            args.region,
+            args.bucket,
+            api_endpoints=endpoints,
+            storage_endpoint=args.storage_endpoint or None,
+            stack="smoke",
+        )
+        client = backend.hosts.tuning(backend.region)
+        live = [job.name for job in backend._jobs_of(client, NAME) if state_name(job) in LIVE_STATES]
+        for job in live:
+            backend.cancel(job)
+    except Exception as error:  # noqa: BLE001 - the report must still be written; it says what to do by hand
+        return f"cancelling its tuning jobs failed ({error}): run `gcloud ai tuning-jobs list` and cancel {NAME}'s."
+    return f"cancelled {', '.join(live)}" if live else "no tuning job was running"
+
+
 def run(args: argparse.Namespace) -> Report:
     """Run the smoke test; returns the report (also when a step failed)."""
     report = Report(args.project, args.region, MODEL)
@@ -217,9 +247,19 @@ def run(args: argparse.Namespace) -> Report:
             pairs = [arg for key, value in config.items() for arg in ("--plaintext", f"{key}={value}")]
             setup = pulumi("config", "set-all", "--stack", "smoke", *pairs)
 
-        def timed(name: str, *command: str) -> bool:
+        def timed(name: str, *command: str, timeout: float = 3600) -> bool:
             started = time.monotonic()
-            result = pulumi(*command)
+            try:
+                result = pulumi(*command, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                # The engine was killed: clear its lock and pending create so destroy can run, and cancel the job
+                # it was waiting on (no state records it), so nothing is left billing.
+                pulumi("cancel", "--yes", "--stack", "smoke")
+                pulumi("refresh", "--yes", "--clear-pending-creates", "--stack", "smoke")
+                left = _cancel_live_jobs(args)
+                detail = f"`pulumi {command[0]}` ran past {timeout:.0f} s and was stopped; " + left
+                report.steps.append(Step(name, "failed", time.monotonic() - started, detail))
+                return False
             ok = result.returncode == 0
             seconds = time.monotonic() - started
             report.steps.append(Step(name, "ok" if ok else "failed", seconds, "" if ok else _tail(result)))
@@ -229,7 +269,7 @@ def run(args: argparse.Namespace) -> Report:
         if setup.returncode != 0:
             report.steps.append(Step("stack set-up", "failed", 0, _tail(setup)))
         elif timed("preview", "preview", "--stack", "smoke"):
-            upped = timed("up", "up", "--yes", "--stack", "smoke")
+            upped = timed("up", "up", "--yes", "--stack", "smoke", timeout=args.deadline + ENGINE_GRACE_S)
         if upped:
             outputs = json.loads(pulumi("stack", "output", "--stack", "smoke", "--json", "--show-secrets").stdout)
             tuned = outputs.get(NAME, {})
