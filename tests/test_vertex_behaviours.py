@@ -364,3 +364,17 @@ def test_13_two_stacks_of_one_project_keep_their_jobs_apart(emu):
     assert prod.tuning_status(second.job_id) is not None, "prod's model survives staging's destroy"
     # The same stack adopts its own job, as before.
     assert prod.tune(request(), quiet).reused
+
+
+def test_14_an_adopted_job_gets_the_specs_labels(emu):
+    """A revert adopts the earlier job; its model kept the labels of the spec that made it."""
+    be = backend(emu)
+    first = be.tune(request(labels={"team": "support"}), quiet)
+    again = be.tune(request(labels={"team": "billing"}, description="routes invoices"), quiet)
+    assert again.reused and again.model == first.model
+    model = aiplatform_v1beta1.ModelServiceClient(
+        transport="rest",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emu.endpoints.get(REGION, emu.url)},
+    ).get_model(name=first.model)
+    assert model.labels["team"] == "billing"

@@ -342,3 +342,11 @@ def test_every_catalogue_adapter_size_has_a_vertex_enum_name():
     for info in catalogue.all_models().values():
         if info.provider == "vertex":
             assert set(info.adapter_sizes) <= set(ADAPTER_SIZES), info.id
+
+
+def test_labels_follow_the_tuning_job_proto(emu):
+    """E10: up to 64 code points, international lowercase letters allowed; at most 64 labels on a resource."""
+    assert post(emu, {**JOB, "labels": {"équipe": "données", "k" * 64: "v" * 64}}).status_code == 200
+    assert post(emu, {**JOB, "labels": {"k" * 65: "v"}}).status_code == 400
+    assert post(emu, {**JOB, "labels": {"Team": "a"}}).status_code == 400
+    assert post(emu, {**JOB, "labels": {f"l{i}": "x" for i in range(65)}}).status_code == 400

@@ -629,12 +629,15 @@ class VertexEmulator:
                 raise ApiError(400, f"{_snake(key)} should be a GCS object of type JSONL, got {value!r}.")
         if not uri:
             raise ApiError(400, "training_dataset_uri is required.")
-        for key, value in body.get("labels", {}).items():  # E10
-            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", key) or not re.fullmatch(r"[a-z0-9_-]{0,63}", value):
+        labels = body.get("labels", {})
+        if len(labels) > 64:  # E10
+            raise ApiError(400, f"A resource takes at most 64 labels, got {len(labels)}.")
+        for key, value in labels.items():  # E10
+            if not (_label_text(key) and key[0].isalpha()) or not _label_text(value, empty=True):
                 raise ApiError(
                     400,
-                    f"Invalid label {key}={value!r}: keys and values take lowercase letters, "
-                    "digits, '_' and '-', at most 63 characters; keys start with a letter.",
+                    f"Invalid label {key}={value!r}: keys and values take lowercase letters (international ones too), "
+                    "digits, '_' and '-', at most 64 characters; keys start with a letter.",
                 )
         hyper = spec.get("hyperParameters", {})
         if "learningRate" in hyper and "learningRateMultiplier" in hyper:  # E8
@@ -1256,6 +1259,14 @@ def _publisher_path(name: str) -> str:
         publisher, _, model = name.partition("/")
         return f"{publisher}/models/{model}"
     return f"google/models/{name}"
+
+
+def _label_text(text: str, *, empty: bool = False) -> bool:
+    """A label key or value as ``TuningJob.labels`` describes them: at most 64 Unicode code points, lowercase
+    letters (international characters allowed), digits, underscores and dashes (E10)."""
+    if not text:
+        return empty
+    return len(text) <= 64 and all(c in "_-" or c.isdigit() or (c.isalpha() and not c.isupper()) for c in text)
 
 
 def _snake(name: str) -> str:

@@ -248,6 +248,13 @@ class VertexBackend:
         except exceptions.GoogleAPICallError as e:
             raise BackendError(f"{request.name}: the tuning API refused the job: {e.message}") from None
         job = self._wait(client, job, request.name, progress)
+        if reused and job.tuned_model.model:
+            # An adopted job (a revert, or one a killed `pulumi up` left) carries the labels and description of
+            # the spec that made it; the model must carry this spec's.
+            try:
+                self.update_metadata(job.name, request.description, dict(request.labels))
+            except BackendError as error:
+                progress(f"vertex: {error}; the adopted model keeps its earlier labels")
         return outcome(job, reused)
 
     def _find_or_create(
