@@ -240,7 +240,8 @@ def test_a_reload_serves_the_new_versions_without_a_gap(tmp_path: Path) -> None:
         with pytest.raises(ServiceError, match="could not load the new versions and keeps serving the old ones"):
             reload(info, load_config(config_path), timeout_s=120)
         assert httpx.get(f"{info.url}/health").json()["versions"] == [1, 2]
-        _ask(info, key)
+        pinned = client.chat.completions.create(model="ticket-router@1", messages=[{"role": "user", "content": "hi"}])
+        assert pinned.model == "ticket-router@1"  # still served (the split is 50/50, so the name is pinned here)
     finally:
         done.set()
         stop(info)
