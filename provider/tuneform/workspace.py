@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
-__all__ = ["STATE_DIR", "file_backend_dir", "project_name", "state_root"]
+__all__ = ["STATE_DIR", "file_backend_dir", "project_name", "project_settings", "state_root"]
 
 STATE_DIR = ".tuneform"
 
@@ -21,15 +22,21 @@ def state_root(repo_root: str | Path) -> Path:
     return Path(repo_root) / STATE_DIR
 
 
-def project_name(project_dir: str | Path) -> str:
-    """The ``name`` in ``<project_dir>/Pulumi.yaml``; "" when the file is missing or unreadable or names none."""
+def project_settings(project_dir: str | Path) -> dict[str, Any]:
+    """``<project_dir>/Pulumi.yaml`` as a mapping; empty when the file is missing, unreadable or not a mapping
+    (Pulumi itself refuses a broken one, in its own words)."""
     import yaml
 
     try:
-        project = yaml.safe_load((Path(project_dir) / "Pulumi.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return ""
-    return str(project.get("name") or "") if isinstance(project, dict) else ""
+        project = yaml.safe_load((Path(project_dir) / "Pulumi.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return project if isinstance(project, dict) else {}
+
+
+def project_name(project_dir: str | Path) -> str:
+    """The ``name`` in ``<project_dir>/Pulumi.yaml``; "" when the file is missing or unreadable or names none."""
+    return str(project_settings(project_dir).get("name") or "")
 
 
 def file_backend_dir(url: str) -> Path | None:

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tuneform import catalogue
 from tuneform.spec.errors import Problem
 from tuneform.spec.model import ResolvedSpec
 from tuneform.spec.schema import got
 from tuneform.spec.source import FieldPath, display_name, read_documents
+from tuneform.workspace import project_settings
 
 __all__ = ["SETTINGS", "StackSettings", "read_stack", "stack_file", "stack_problems", "training_prices"]
 
@@ -90,15 +89,8 @@ class StackSettings:
 
 def stack_file(repo_root: Path, stack: str) -> Path:
     """``stacks/Pulumi.<stack>.yaml``, or wherever ``stackConfigDir`` in ``Pulumi.yaml`` puts it."""
-    config_dir = "."
-    project = repo_root / "Pulumi.yaml"
-    try:
-        data = yaml.safe_load(project.read_text(encoding="utf-8")) if project.is_file() else {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        data = {}  # Pulumi itself refuses a broken Pulumi.yaml, in its own words.
-    if isinstance(data, dict) and isinstance(data.get("stackConfigDir"), str):
-        config_dir = data["stackConfigDir"]
-    return repo_root / config_dir / f"Pulumi.{stack}.yaml"
+    config_dir = project_settings(repo_root).get("stackConfigDir")
+    return repo_root / (config_dir if isinstance(config_dir, str) else ".") / f"Pulumi.{stack}.yaml"
 
 
 def read_stack(repo_root: Path, stack: str) -> StackSettings:
@@ -187,6 +179,11 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
+def _price(value: Any) -> float | None:
+    """A ``trainingPrices`` entry as a number (a YAML number, finite; text is not a price); ``None`` otherwise."""
+    return None if isinstance(value, str) else _number(value)
+
+
 def _structured(kind: str, value: Any) -> Any:
     """A list or mapping setting written as JSON text, parsed (Pulumi's ``get_object`` takes either)."""
     if isinstance(value, str) and kind in ("pair", "prices", "mapping"):
@@ -225,11 +222,7 @@ def training_prices(settings: StackSettings) -> dict[str, float]:
     prices = settings.get("trainingPrices")
     if not isinstance(prices, dict):
         return {}
-    return {
-        str(model): float(price)
-        for model, price in prices.items()
-        if not isinstance(price, str) and _number(price) is not None
-    }
+    return {str(model): price for model, written in prices.items() if (price := _price(written)) is not None}
 
 
 def stack_problems(specs: list[ResolvedSpec], stack: StackSettings) -> tuple[list[Problem], list[Problem]]:
@@ -264,7 +257,7 @@ def stack_problems(specs: list[ResolvedSpec], stack: StackSettings) -> tuple[lis
                             f"expected catalogue model ids as keys, got {model!r}. See `tuneform models`.",
                         )
                     )
-                elif _number(price) is None or isinstance(price, str) or float(price) < 0:
+                elif (number := _price(price)) is None or number < 0:
                     problems.append(
                         stack.problem(
                             "trainingPrices",
