@@ -346,7 +346,7 @@ class LocalBackend:
     # Endpoints ------------------------------------------------------------------------------------------------
 
     def _endpoint_dir(self, name: str) -> Path:
-        return self.root / "endpoints" / name
+        return _endpoints_root(self.root) / name
 
     def deploy(self, request: EndpointRequest, existing: str | None, progress: Progress) -> EndpointState:
         from tuneform.serving import service
@@ -456,8 +456,7 @@ class LocalBackend:
         from tuneform.serving import service
 
         directory = self._endpoint_dir(endpoint_id)
-        owner = self._owner_stack(directory)
-        if owner is not None and self.stack and owner != self.stack:
+        if self._other_stack(directory) is not None:
             return  # another stack of this checkout serves the model now; its endpoint is not ours to stop
         info_path = directory / "service.json"
         if info_path.exists():
@@ -468,23 +467,32 @@ class LocalBackend:
         (directory / "stack.json").unlink(missing_ok=True)
         self.registry.set_serving(endpoint_id, set())
 
-    def _owner_stack(self, directory: Path) -> str | None:
-        """The stack whose endpoint the directory records, or ``None`` when it records none (or no stack)."""
+    def _other_stack(self, directory: Path) -> str | None:
+        """The other stack of this checkout whose running endpoint the directory records; ``None`` when it records
+        none, or this stack's, or no stack (an endpoint started before stacks were recorded, or by a provider
+        pickled before it knew its stack)."""
         try:
             owner = json.loads((directory / "stack.json").read_text()).get("stack")
         except (OSError, ValueError, AttributeError):
             return None
-        return str(owner) if owner and (directory / "service.json").exists() else None
+        if not owner or not self.stack or owner == self.stack or not (directory / "service.json").exists():
+            return None
+        return str(owner)
 
     def _refuse_other_stacks(self, directory: Path, name: str) -> None:
         """One checkout serves a model from one local stack: the endpoint's directory, key and port are per model."""
-        owner = self._owner_stack(directory)
-        if owner is not None and self.stack and owner != self.stack:
+        owner = self._other_stack(directory)
+        if owner is not None:
             raise BackendError(
                 f"{name}: its local endpoint in this checkout belongs to stack {owner!r}; stack {self.stack!r} "
                 f"cannot serve it too (the endpoint's state, key and port are per model). Run `pulumi destroy "
                 f"--stack {owner}` first, or serve this model from one stack."
             )
+
+
+def _endpoints_root(registry: Path) -> Path:
+    """Where a registry keeps its local endpoints, one directory per model."""
+    return registry / "endpoints"
 
 
 PORT_RANGE = 100
@@ -502,7 +510,7 @@ def endpoint_ports(repo_root: str | Path, names: list[str], base: int) -> dict[s
     from tuneform.registry import registry_root
 
     running: dict[str, int] = {}
-    root = registry_root(Path(repo_root)) / "endpoints"
+    root = _endpoints_root(registry_root(Path(repo_root)))
     for directory in sorted(root.iterdir()) if root.is_dir() else []:
         try:
             running[directory.name] = int(json.loads((directory / "service.json").read_text())["port"])
