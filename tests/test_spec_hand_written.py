@@ -346,3 +346,15 @@ def test_a_gs_training_set_has_unknown_tokens_and_its_uri_names_the_run(tmp_path
         prepared.append(model)
     assert prepared[0].spec_hash != prepared[1].spec_hash
     assert [(m.training_tokens, m.estimated_cost) for m in prepared] == [(0, None), (0, None)]
+
+
+def test_epochs_left_to_vertex_are_an_assumption(tmp_path: Path) -> None:
+    from tuneform.prepare import prepare
+
+    gemini = SPEC.replace("smollm2-135m-instruct", "gemini-3.5-flash").replace(
+        "learningRate: 0.0002", "learningRateMultiplier: 1.0"
+    )
+    (chosen,) = prepare(_repo(tmp_path / "set", gemini), "vertex")
+    (left,) = prepare(_repo(tmp_path / "left", gemini.replace("    epochs: 1\n", "")), "vertex")
+    (local,) = prepare(_repo(tmp_path / "local", SPEC.replace("    epochs: 1\n", "")), "local")
+    assert (chosen.epochs_assumed, left.epochs_assumed, local.epochs_assumed) == (False, True, False)

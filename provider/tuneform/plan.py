@@ -97,15 +97,15 @@ def _info(spec: ResolvedSpec) -> ModelInfo:
     return catalogue.get(spec.base_model) or catalogue.local_path_info(spec.base_model)
 
 
-def _epochs(spec: ResolvedSpec, info: ModelInfo) -> tuple[int, str]:
+def _epochs(spec: ResolvedSpec, info: ModelInfo) -> tuple[int, str, bool]:
+    """Epochs, how they were chosen, and whether they are only the plan's assumption (left to the service)."""
     if spec.hyperparameters.epochs is not None:
-        return spec.hyperparameters.epochs, str(spec.hyperparameters.epochs)
+        return spec.hyperparameters.epochs, str(spec.hyperparameters.epochs), False
     if info.default_epochs is not None:
         # Every local model has one (its catalogue entry's, or the `localPath` entry's): what the trainer runs.
-        return info.default_epochs, f"{info.default_epochs} (default)"
-    assumed = info.plan_epochs
-    note = ", unconfirmed" if assumed.unconfirmed else ""
-    return info.estimate_epochs, f"auto (plan assumes {info.estimate_epochs}{note})"
+        return info.default_epochs, f"{info.default_epochs} (default)", False
+    note = ", unconfirmed" if info.plan_epochs.unconfirmed else ""
+    return info.estimate_epochs, f"auto (plan assumes {info.estimate_epochs}{note})", True
 
 
 def _cost(info: ModelInfo, training_tokens: int | None, stack_price: float | None = None) -> tuple[float | None, str]:
@@ -138,6 +138,9 @@ class RunEstimate:
     """USD, rounded to cents; ``None`` when the price or the tokens are unknown."""
     cost_text: str
     price_confirmed: bool
+    epochs_assumed: bool = False
+    """The spec leaves epochs to the service and no catalogue default says how many: ``epochs`` is the plan's
+    assumption, which bounds nothing (a cost cap refuses it)."""
 
 
 def estimate_run(spec: ResolvedSpec, tokens_per_epoch: int | None, *, stack_price: float | None = None) -> RunEstimate:
@@ -154,11 +157,11 @@ def estimate_run(spec: ResolvedSpec, tokens_per_epoch: int | None, *, stack_pric
         The estimate.
     """
     info = _info(spec)
-    epochs, epochs_text = _epochs(spec, info)
+    epochs, epochs_text, assumed = _epochs(spec, info)
     training_tokens = tokens_per_epoch * epochs if tokens_per_epoch is not None else None
     cost, cost_text = _cost(info, training_tokens, stack_price)
     confirmed = stack_price is not None or info.price_confirmed
-    return RunEstimate(epochs, epochs_text, training_tokens, cost, cost_text, confirmed)
+    return RunEstimate(epochs, epochs_text, training_tokens, cost, cost_text, confirmed, assumed)
 
 
 def _item(doc: TunedModelDocument, spec: ResolvedSpec, summaries: Mapping[str, SummaryLike]) -> PlanItem:

@@ -143,7 +143,7 @@ def prepare(
                 ),
                 weights_hash=spec.weights_hash(data_hash),
                 test=test,
-                epochs_assumed=spec.target == "vertex" and run.epochs_text.startswith("auto"),
+                epochs_assumed=run.epochs_assumed,
             )
         )
     if problems:
