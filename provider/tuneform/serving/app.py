@@ -146,6 +146,16 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class _Served:
+    """What the endpoint serves now: swapped whole by a reload."""
+
+    config: ServerConfig
+    pool: ModelPool
+    limits: Limits
+    key: bytes
+
+
 class Endpoint:
     """The request pipeline over a pool of served versions."""
 
@@ -157,15 +167,26 @@ class Endpoint:
         self.serve(config, pool)
 
     def serve(self, config: ServerConfig, pool: ModelPool) -> None:
-        """Answer every request from now on with ``config``'s versions in ``pool`` (one assignment each: a request
-        reads them once, so it is served wholly by the old or wholly by the new)."""
-        self.limits = Limits(
+        """Answer every request from now on with ``config``'s versions in ``pool``: one assignment, so a request
+        that reads ``current`` once is served wholly by the old set or wholly by the new, whatever thread reloads."""
+        limits = Limits(
             max_messages=config.max_messages,
             max_new_tokens=config.max_new_tokens_limit,
             max_prompt_tokens=config.max_prompt_tokens or 1 << 30,
         )
-        self._key = config.api_key.encode()
-        self.config, self.pool = config, pool
+        self.current = _Served(config, pool, limits, config.api_key.encode())
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.current.config
+
+    @property
+    def pool(self) -> ModelPool:
+        return self.current.pool
+
+    @property
+    def limits(self) -> Limits:
+        return self.current.limits
 
     def reload(self, config_path: str) -> None:
         """Serve what the configuration file says now, without a gap (the server's answer to SIGHUP).
@@ -224,7 +245,7 @@ class Endpoint:
                 + "; the key is the endpoint's `apiKey` output.",
                 code="missing_api_key",
             )
-        if not any(hmac.compare_digest(key.encode(), self._key) for key in supplied):
+        if not any(hmac.compare_digest(key.encode(), self.current.key) for key in supplied):
             raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     async def body(self, request: Request) -> dict[str, Any]:
@@ -356,7 +377,8 @@ class Endpoint:
             # Echoed in a header, so only a printable-ASCII id is (OpenAI's `user` may be any text: it only routes).
             request_id = supplied if _ECHOABLE.fullmatch(supplied) else f"req-{uuid.uuid4().hex}"
             # One served set for the whole request, whatever a reload swaps in meanwhile.
-            config, pool = self.config, self.pool
+            current = self.current
+            config, pool = current.config, current.pool
             # The same caller stays on the same version of a traffic split.
             version = self.resolve(ask.model, supplied or ask.user or request_id, config)
             self.ready(pool)
@@ -445,7 +467,8 @@ class Endpoint:
         try:
             self.authorize(request, GEMINI)
             ask = gemini_api.parse_count(await self.body(request), model, self.limits)
-            config, pool = self.config, self.pool
+            current = self.current
+            config, pool = current.config, current.pool
             version = self.resolve(ask.model, f"count-{uuid.uuid4().hex}", config)
             self.ready(pool)
             ids = await self.tokens(pool.engines[version], ask)
