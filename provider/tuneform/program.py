@@ -7,7 +7,6 @@ and no Python traceback.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pulumi
 
 from tuneform import catalogue
+from tuneform.backends.base import api_endpoint_settings
 from tuneform.backends.local import endpoint_ports
 from tuneform.prepare import PreparedModel, prepare
 from tuneform.resources._provider import BackendSettings
@@ -214,9 +214,6 @@ def _hyperparameters(spec: Any, prepared: PreparedModel) -> dict[str, Any]:
 
 def settings_from_config(config: pulumi.Config, repo_root: Path) -> BackendSettings:
     """The backend settings a stack's config asks for; what it leaves unset keeps ``BackendSettings``' default."""
-    # A URL for every location, or {location: URL} (the emulator serves each location on a port of its own).
-    raw = config.get("apiEndpoint") or ""
-    endpoint: Any = json.loads(raw) if raw.lstrip().startswith("{") else raw
     poll, retry = config.get_object("pollSeconds"), config.get_object("retrySeconds")
     optional: dict[str, Any] = {
         "deadline_seconds": config.get_float("deadlineSeconds"),
@@ -230,8 +227,7 @@ def settings_from_config(config: pulumi.Config, repo_root: Path) -> BackendSetti
         project=config.get("project") or pulumi.Config("gcp").get("project") or "",
         region=config.get("region") or pulumi.Config("gcp").get("region") or "",
         bucket=config.get("bucket") or "",
-        api_endpoint=endpoint if isinstance(endpoint, str) else "",
-        api_endpoints=tuple(sorted(endpoint.items())) if isinstance(endpoint, dict) else (),
+        **api_endpoint_settings(config.get("apiEndpoint") or ""),
         storage_endpoint=config.get("storageEndpoint") or "",
         service_account=config.get("serviceAccount") or "",
         kms_key_name=config.get("kmsKeyName") or "",

@@ -192,19 +192,23 @@ before the kit stops it: a stopped engine leaves a job no state records, which t
 
 def _cancel_live_jobs(args: argparse.Namespace) -> str:
     """Cancel the smoke stack's tuning jobs that still run; says what it did, for the report."""
+    from tuneform.backends.base import BackendSettings, api_endpoint_settings
     from tuneform.backends.vertex import VertexBackend
     from tuneform.backends.vertex._api import LIVE_STATES, state_name
 
-    raw = args.api_endpoints or ""
-    endpoints = json.loads(raw) if raw.lstrip().startswith("{") else ({"*": raw} if raw else {})
     try:
-        backend = VertexBackend(
-            args.project,
-            args.region,
-            args.bucket,
-            api_endpoints=endpoints,
-            storage_endpoint=args.storage_endpoint or None,
-            stack="smoke",
+        # The settings the smoke stack's program built (tuneform.program.settings_from_config), from the same values.
+        backend = VertexBackend.from_settings(
+            BackendSettings(
+                target="vertex",
+                repo_root="",
+                project=args.project,
+                region=args.region,
+                bucket=args.bucket,
+                storage_endpoint=args.storage_endpoint or "",
+                stack="smoke",
+                **api_endpoint_settings(args.api_endpoints or ""),
+            )
         )
         client = backend.hosts.tuning(backend.region)
         live = [job.name for job in backend._jobs_of(client, NAME) if state_name(job) in LIVE_STATES]

@@ -6,6 +6,7 @@ provider methods (never pickled) from plain settings, so they may hold clients, 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -54,6 +55,15 @@ class BackendSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def api_endpoint_settings(raw: str) -> dict[str, Any]:
+    """``tuneform:apiEndpoint`` as ``BackendSettings`` fields: one URL for every location, or JSON ``{location: URL}``
+    (the emulator serves each location on a port of its own)."""
+    endpoint: Any = json.loads(raw) if raw.lstrip().startswith("{") else raw
+    if isinstance(endpoint, dict):
+        return {"api_endpoints": tuple(sorted(endpoint.items()))}
+    return {"api_endpoint": endpoint} if endpoint else {}
 
 
 class BackendError(Exception):
